@@ -1,0 +1,29 @@
+# Every target installs what it needs into .venv (CPU torch from the local wheel cache / PyPI CPU build).
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+DATA ?= ../shared/data/ml-1m
+OUT ?= runs/ml1m
+
+.PHONY: install test run smoke clean
+
+$(BIN)/cl3mrec: setup.cfg pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+install: $(BIN)/cl3mrec
+
+test: install
+	$(BIN)/python -m pytest -q tests
+
+run: install
+	DATA=$(DATA) OUT=$(OUT) PATH=$(abspath $(BIN)):$$PATH bash scripts/run_ml1m.sh
+
+smoke: install
+	$(BIN)/cl3mrec pipeline --config configs/smoke.yaml
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,44 @@
+"""The ``cl3mrec`` command line: one entry point, one subcommand module per job."""
+
+import argparse
+import importlib
+import logging
+import sys
+
+# Each module exposes ``register(subparsers)``; it adds its parsers and sets ``func``.
+SUBCOMMAND_MODULES = (
+    "data_scripts.cli",
+    "trainers.cf_cli",
+    "trainers.llm_cli",
+    "trainers.evaluate_cli",
+    "trainers.train_cli",
+    "trainers.push_cli",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cl3mrec",
+        description="CL3M-Rec: contrastive learning enhanced LLMs for recommendation.",
+    )
+    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module_name in SUBCOMMAND_MODULES:
+        importlib.import_module(module_name).register(subparsers)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, FileNotFoundError, KeyError) as error:
+        # Input problems are reported as one clear line, not a traceback.
+        logging.getLogger("cl3mrec").error("%s", error)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
