@@ -1,0 +1,1 @@
+"""Data pipeline: CoLLM / raw MovieLens-1M / raw Amazon-Book / synthetic → ``datasets.DatasetDict``; prompts."""

@@ -1,0 +1,93 @@
+"""Reading prepared datasets: a whole ``DatasetDict`` directory, its stats, or one split file."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+from datasets import Dataset, DatasetDict, load_from_disk
+
+from .collm_import import frame_from_collm, read_collm_pickle
+from .schema import COLUMNS, FEATURES, REQUIRED_SPLITS, validate_frame
+
+SPLIT_SEPARATOR = "::"
+PICKLE_SUFFIXES = (".pkl", ".pickle")
+
+
+def read_stats(data_dir: str | Path) -> dict:
+    """The ``stats.json`` written next to a saved ``DatasetDict``."""
+    path = Path(data_dir) / "stats.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no stats.json; was {data_dir} written by a cl3mrec importer?")
+    stats = json.loads(path.read_text())
+    for key in ("num_users", "num_items", "splits"):
+        if key not in stats:
+            raise ValueError(f"{path}: missing field '{key}'")
+    return stats
+
+
+def load_dataset_dict(data_dir: str | Path) -> DatasetDict:
+    """Load a saved ``DatasetDict`` and check its splits and columns."""
+    data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        raise FileNotFoundError(f"{data_dir}: no such dataset directory")
+    dataset_dict = load_from_disk(str(data_dir))
+    if not isinstance(dataset_dict, DatasetDict):
+        raise ValueError(f"{data_dir}: holds a single Dataset, expected a DatasetDict with splits {list(REQUIRED_SPLITS)}")
+    missing = [s for s in REQUIRED_SPLITS if s not in dataset_dict]
+    if missing:
+        raise ValueError(f"{data_dir}: missing split(s) {missing}; found {list(dataset_dict)}")
+    for name, split in dataset_dict.items():
+        absent = [c for c in COLUMNS if c not in split.column_names]
+        if absent:
+            raise ValueError(f"{data_dir} [{name}]: missing column(s) {absent}")
+    return dataset_dict
+
+
+def load_split_file(
+    path: str | Path,
+    allow_pickle: bool = False,
+    *,
+    num_users: int | None = None,
+    num_items: int | None = None,
+) -> Dataset:
+    """Read and validate one split: a CoLLM pickle, a Parquet file, or ``DIR::split`` of a saved dataset.
+
+    Args:
+        path: ``file.pkl`` (CoLLM format, needs ``allow_pickle``), ``file.parquet`` (our columns), or
+            ``data_dir::split``.
+        allow_pickle: permit unpickling (runs code from the file: trusted files only).
+        num_users / num_items: id-space sizes to check ids against; for ``DIR::split`` they default
+            to the directory's ``stats.json``.
+
+    Returns:
+        A ``datasets.Dataset`` with the ``FEATURES`` columns.
+    """
+    text = str(path)
+    if SPLIT_SEPARATOR in text:
+        data_dir, split = text.rsplit(SPLIT_SEPARATOR, 1)
+        stats = read_stats(data_dir)
+        dataset_dict = load_dataset_dict(data_dir)
+        if split not in dataset_dict:
+            raise ValueError(f"{data_dir}: no split '{split}'; found {list(dataset_dict)}")
+        dataset = dataset_dict[split]
+        validate_frame(
+            dataset.to_pandas(), text, num_users or stats["num_users"], num_items or stats["num_items"]
+        )
+        return dataset.select_columns(list(COLUMNS))
+    path = Path(text)
+    if path.is_dir():
+        raise ValueError(f"{path}: is a directory; name a split as '{path}{SPLIT_SEPARATOR}valid'")
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    if path.stat().st_size == 0:
+        raise ValueError(f"{path}: empty file")
+    if path.suffix in PICKLE_SUFFIXES:
+        frame = frame_from_collm(read_collm_pickle(path, allow_pickle), text)
+    elif path.suffix == ".parquet":
+        frame = pd.read_parquet(path)
+    else:
+        raise ValueError(f"{path}: unknown split file type '{path.suffix}'; expected .pkl, .parquet or DIR::split")
+    validate_frame(frame, text, num_users, num_items)
+    return Dataset.from_pandas(frame[list(COLUMNS)].reset_index(drop=True), features=FEATURES, preserve_index=False)

@@ -1,0 +1,123 @@
+"""The dataset schema every importer writes, its validation, and the split statistics.
+
+One row is one (user, candidate item) interaction with a binary label and the user's earlier
+positive items. Ids are 1-based; 0 is reserved for padding (see ``docs/ARCHITECTURE.md``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+import numpy as np
+import pandas as pd
+from datasets import Features, List, Value
+
+SPLITS = ("train", "valid", "valid_small", "test")
+REQUIRED_SPLITS = ("train", "valid", "valid_small")
+
+FEATURES = Features(
+    {
+        "user_id": Value("int64"),
+        "item_id": Value("int64"),
+        "label": Value("int64"),
+        "timestamp": Value("int64"),
+        "history_item_ids": List(Value("int64")),
+        "history_titles": List(Value("string")),
+        "title": Value("string"),
+        "user_warm": Value("bool"),
+        "item_warm": Value("bool"),
+        "warm": Value("bool"),
+    }
+)
+COLUMNS = tuple(FEATURES)
+
+
+def validate_frame(
+    frame: pd.DataFrame,
+    source: str,
+    num_users: int | None = None,
+    num_items: int | None = None,
+) -> None:
+    """Check one split in our column format; raise ``ValueError`` naming ``source`` and the problem.
+
+    Args:
+        frame: one split with the columns of ``FEATURES``.
+        source: file or split name used in error messages.
+        num_users / num_items: id-space sizes (max id + 1); ``None`` checks only the lower bound.
+    """
+    missing = [c for c in COLUMNS if c not in frame.columns]
+    if missing:
+        raise ValueError(f"{source}: missing column(s) {missing}; expected {list(COLUMNS)}")
+    if len(frame) == 0:
+        raise ValueError(f"{source}: no rows")
+    for column, size in (("user_id", num_users), ("item_id", num_items)):
+        _check_ids(frame[column].to_numpy(), source, column, size, rows=frame.index)
+    labels = frame["label"].to_numpy()
+    bad = ~np.isin(labels, (0, 1))
+    if bad.any():
+        row = frame.index[int(np.argmax(bad))]
+        raise ValueError(f"{source}: column 'label' must be 0/1, found {labels[bad][0].item()!r} at row {row}")
+    if len(np.unique(labels)) < 2:
+        raise ValueError(f"{source}: column 'label' has a single class ({labels[0]}); AUC needs both")
+    for row, ids, titles in zip(frame.index, frame["history_item_ids"], frame["history_titles"]):
+        if len(ids) != len(titles):
+            raise ValueError(
+                f"{source}: row {row}: history_item_ids has {len(ids)} entries but history_titles {len(titles)}"
+            )
+    flat = np.concatenate([np.zeros(0, np.int64)] + [np.asarray(ids, dtype=np.int64) for ids in frame["history_item_ids"]])
+    if flat.size:
+        _check_ids(flat, source, "history_item_ids", num_items, rows=None)
+
+
+def _check_ids(ids: np.ndarray, source: str, column: str, size: int | None, rows: Iterable | None) -> None:
+    """Raise if an id is < 1 (0 is padding) or >= ``size``; name the column, id and row."""
+    ids = np.asarray(ids)
+    if not np.issubdtype(ids.dtype, np.integer):
+        raise ValueError(f"{source}: column '{column}' must hold integers, found dtype {ids.dtype}")
+    bad = (ids < 1) if size is None else (ids < 1) | (ids >= size)
+    if bad.any():
+        position = int(np.argmax(bad))
+        where = f" at row {list(rows)[position]}" if rows is not None else ""
+        limit = "1.." + (str(size - 1) if size is not None else "")
+        raise ValueError(
+            f"{source}: column '{column}' has id {int(ids[position])}{where} outside the valid range {limit} "
+            f"(0 is padding{', id space ' + str(size) if size is not None else ''})"
+        )
+
+
+def add_warm_flags(frames: Mapping[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
+    """Set ``user_warm`` / ``item_warm`` / ``warm`` on every split from the users/items of ``train``."""
+    if "train" not in frames:
+        raise ValueError("warm flags need a 'train' split")
+    users = set(frames["train"]["user_id"].tolist())
+    items = set(frames["train"]["item_id"].tolist())
+    result = {}
+    for name, frame in frames.items():
+        frame = frame.copy()
+        frame["user_warm"] = frame["user_id"].isin(users)
+        frame["item_warm"] = frame["item_id"].isin(items)
+        frame["warm"] = frame["user_warm"] & frame["item_warm"]
+        result[name] = frame
+    return result
+
+
+def split_stats(frame: pd.DataFrame) -> dict:
+    """Rows, distinct users/items, positive rate and warm/cold row counts of one split."""
+    warm_rows = int(frame["warm"].sum())
+    return {
+        "rows": int(len(frame)),
+        "users": int(frame["user_id"].nunique()),
+        "items": int(frame["item_id"].nunique()),
+        "positive_rate": round(float(frame["label"].mean()), 6),
+        "warm_rows": warm_rows,
+        "cold_rows": int(len(frame)) - warm_rows,
+    }
+
+
+def id_space(frames: Mapping[str, pd.DataFrame]) -> tuple[int, int]:
+    """``(num_users, num_items)``: max id + 1 over all splits, history items included."""
+    max_user = max(int(f["user_id"].max()) for f in frames.values())
+    max_item = max(int(f["item_id"].max()) for f in frames.values())
+    for frame in frames.values():
+        max_item = max([max_item] + [int(max(h)) for h in frame["history_item_ids"] if len(h)])
+    return max_user + 1, max_item + 1
