@@ -1,0 +1,168 @@
+"""Model cards: metadata parses back with the right metrics; the text documents recipe, use and citations."""
+
+import json
+from pathlib import Path
+
+import pytest
+from huggingface_hub import ModelCard
+
+from trainers.model_card import render_model_card, split_reports, write_model_card
+
+LLM_CONFIG = {
+    "model_type": "cl3mrec",
+    "tokens_per_entity": 2,
+    "use_history_embeddings": True,
+    "answer_score": "yes_minus_no",
+    "contrastive_weight": 0.25,
+    "contrastive_temperature": 0.07,
+    "max_history": 10,
+    "text_config": {"model_type": "llama", "hidden_size": 576, "_name_or_path": "/tmp/smollm2-135m"},
+    "cf_config": {"model_type": "cl3mrec_cf", "encoder_type": "lightgcn", "hidden_size": 64, "num_users": 839},
+}
+CF_CONFIG = {"model_type": "cl3mrec_cf", "encoder_type": "sasrec", "hidden_size": 32, "num_users": 839, "num_items": 3256}
+
+
+def report(auc, uauc, cold_auc=None):
+    return {
+        "auc": auc,
+        "uauc": uauc,
+        "n_rows": 100,
+        "n_users_uauc": 9,
+        "warm": {"auc": auc + 0.01, "uauc": uauc + 0.01, "n_rows": 80, "n_users_uauc": 8},
+        "cold": {"auc": cold_auc, "uauc": None, "n_rows": 20, "n_users_uauc": 0},
+    }
+
+
+def make_dir(path: Path, config: dict, eval_results=None, summary=None) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "config.json").write_text(json.dumps(config))
+    if eval_results is not None:
+        (path / "eval_results.json").write_text(json.dumps(eval_results))
+    if summary is not None:
+        (path / "training_summary.json").write_text(json.dumps(summary))
+    return path
+
+
+def results_by_key(card: ModelCard) -> dict:
+    return {(r.dataset_split, r.metric_type, r.metric_config): r.metric_value for r in card.data.eval_results}
+
+
+def test_card_metadata_round_trips_per_split_results(tmp_path):
+    evals = {"valid_small": report(0.7111, 0.6611, cold_auc=0.6), "valid": report(0.7222, 0.6722)}
+    model_dir = make_dir(tmp_path / "m", LLM_CONFIG, evals, {"stage_recipe": ["lora", "cie"], "train_runtime_s": 42})
+    path = write_model_card(
+        model_dir, base_model="HuggingFaceTB/SmolLM2-135M-Instruct", datasets=["ml-1m"], repo_id="org/rec"
+    )
+    assert path == model_dir / "README.md"
+    assert sorted(p.name for p in model_dir.iterdir()) == [
+        "README.md",
+        "config.json",
+        "eval_results.json",
+        "training_summary.json",
+    ]  # the temporary file of the atomic write is gone
+    assert path.stat().st_mode & 0o777 == 0o644
+
+    card = ModelCard.load(path)
+    data = card.data
+    assert data.library_name == "transformers"
+    assert data.base_model == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    assert data.datasets == ["ml-1m"]
+    assert {"recommendation", "cl3mrec", "lightgcn"} <= set(data.tags)
+    assert data.model_name == "rec"
+    results = results_by_key(card)
+    assert results[("valid_small", "roc_auc", "all")] == pytest.approx(0.7111)
+    assert results[("valid_small", "uauc", "all")] == pytest.approx(0.6611)
+    assert results[("valid", "roc_auc", "all")] == pytest.approx(0.7222)
+    assert results[("valid", "uauc", "warm")] == pytest.approx(0.6822)
+    assert results[("valid_small", "roc_auc", "cold")] == pytest.approx(0.6)
+    # Undefined metrics (None) are not published.
+    assert ("valid", "roc_auc", "cold") not in results and ("valid_small", "uauc", "cold") not in results
+    assert len(results) == 9  # 2 splits x (all, warm) x 2 metrics + the one defined cold metric
+    assert {r.task_type for r in data.eval_results} == {"recommendation"}
+    assert {r.dataset_type for r in data.eval_results} == {"ml-1m"}
+
+    text = card.text
+    assert "| valid_small | all | 0.7111 | 0.6611 | 100 | 9 |" in text
+    assert "| valid | cold | n/a | n/a | 20 | 0 |" in text
+    assert "| 2 | `cie` | contrastive_weight = 0.25, contrastive_temperature = 0.07 |" in text
+    assert "λ = 0.25, τ = 0.07" in text
+    assert '"Yes" − "No" logit' in text
+    assert 'repo = "org/rec"' in text and "AutoModel.from_pretrained(repo, trust_remote_code=True)" in text
+    assert "AutoTokenizer.from_pretrained(repo" in text
+    assert '"<|user_emb|>" * n' in text and "<|hist_emb|>" in text
+    assert "| train_runtime_s | 42 |" in text
+    assert "## Limitations" in text
+    assert "arXiv:2310.19488" in text and "ICDM" in text and "2025" in text
+
+
+def test_flat_report_from_file_gets_default_split_and_local_base_model_is_kept_out(tmp_path):
+    model_dir = make_dir(tmp_path / "m", LLM_CONFIG, report(0.7, 0.65))
+    card = render_model_card(model_dir, stage_recipe="lora -> cie", default_split="valid_small")
+    assert card.data.base_model is None  # /tmp/smollm2-135m is no Hub id
+    assert "/tmp/smollm2-135m" in card.text  # but the text still says where the LLM came from
+    results = results_by_key(ModelCard(str(card)))
+    assert results[("valid_small", "roc_auc", "all")] == pytest.approx(0.7)
+    assert {split for split, _, _ in results} == {"valid_small"}
+    assert "| 1 | `lora` |" in card.text and "| 2 | `cie` | contrastive_weight = 0.25" in card.text
+    assert card.data.model_name == "m"
+
+
+def test_explicit_eval_results_win_over_file_and_no_results_means_no_model_index(tmp_path):
+    model_dir = make_dir(tmp_path / "m", LLM_CONFIG, report(0.5, 0.5))
+    card = render_model_card(model_dir, eval_results={"valid": report(0.8, 0.75)})
+    assert results_by_key(card)[("valid", "roc_auc", "all")] == pytest.approx(0.8)
+
+    bare = render_model_card(make_dir(tmp_path / "bare", LLM_CONFIG))
+    assert bare.data.eval_results is None
+    assert "model-index" not in str(bare)
+    assert "No evaluation results were recorded" in bare.text
+    assert "The stage recipe was not recorded" in bare.text
+
+
+def test_cf_model_card(tmp_path):
+    card = render_model_card(make_dir(tmp_path / "cf", CF_CONFIG, report(0.69, 0.64)), repo_id="org/cf")
+    assert "collaborative-filtering recommender" in card.text and "`sasrec` encoder" in card.text
+    assert 'AutoModel.from_pretrained("org/cf", trust_remote_code=True)' in card.text
+    assert "AutoTokenizer" not in card.text
+    assert "sasrec" in card.data.tags
+
+
+def test_write_model_card_overwrites_existing_readme(tmp_path):
+    model_dir = make_dir(tmp_path / "m", LLM_CONFIG, report(0.6, 0.6))
+    (model_dir / "README.md").write_text("old card")
+    write_model_card(model_dir, eval_results=report(0.61, 0.62))
+    assert results_by_key(ModelCard.load(model_dir / "README.md"))[("valid", "uauc", "all")] == pytest.approx(0.62)
+
+
+def test_errors_name_the_problem(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no config.json"):
+        render_model_card(tmp_path)
+    with pytest.raises(ValueError, match="model_type 'llama'"):
+        render_model_card(make_dir(tmp_path / "llama", {"model_type": "llama"}))
+    with pytest.raises(ValueError, match=r"eval_results\['valid'\] is not a ranking_report"):
+        split_reports({"valid": {"uauc": 0.5}})
+    bad_json = make_dir(tmp_path / "bad", LLM_CONFIG)
+    (bad_json / "eval_results.json").write_text("{not json")
+    with pytest.raises(ValueError, match="eval_results.json is not valid JSON"):
+        render_model_card(bad_json)
+    with pytest.raises(ValueError, match=r"stage_recipe\[0\]"):
+        render_model_card(make_dir(tmp_path / "r", LLM_CONFIG), stage_recipe=[{"epochs": 1}])
+
+
+def test_text_only_llm_card_has_no_cf_parts(tmp_path):
+    config = {**LLM_CONFIG, "cf_config": None, "use_history_embeddings": False, "answer_score": "yes"}
+    card = render_model_card(make_dir(tmp_path / "text", config, {"valid_small": report(0.6, 0.55)}))
+    assert "text-only LLM recommender" in card.text
+    assert "model.config.text_prompt_template.format(" in card.text and "out = model(**batch)" in card.text
+    assert "<|user_emb|>" not in card.text and "Users / items" not in card.text
+    assert card.data.tags == ["recommendation", "cl3mrec", "collm", "collaborative-filtering", "llm-rec"]
+
+
+def test_dataset_name_from_training_summary(tmp_path):
+    summary = {"dataset_name": "Synthetic (80 users)", "init_from": None, "train": {"steps": 4}}
+    card = render_model_card(make_dir(tmp_path / "s", LLM_CONFIG, report(0.6, 0.6), summary))
+    assert {(r.dataset_name, r.dataset_type) for r in card.data.eval_results} == {
+        ("Synthetic (80 users)", "synthetic-80-users")
+    }
+    assert "- Evaluation data: Synthetic (80 users)." in card.text
+    assert "| train.steps | 4 |" in card.text and "init_from" not in card.text

@@ -1,0 +1,190 @@
+"""``cl3mrec push`` against a local recording Hub (tests/hub_recorder.py): what is created and committed."""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+from tokenizers import Tokenizer, models, pre_tokenizers
+from transformers import PreTrainedTokenizerFast
+
+from tests.hub_recorder import HubRecorder, front_matter
+from trainers import push_cli
+from trainers.push_cli import push_model, validate_model_dir
+
+ROOT = Path(__file__).resolve().parents[1]
+REPO_ID = "test-org/cl3mrec-tiny"
+EVAL = {
+    "auc": 0.7123,
+    "uauc": 0.6543,
+    "n_rows": 200,
+    "n_users_uauc": 17,
+    "warm": {"auc": 0.73, "uauc": 0.66, "n_rows": 150, "n_users_uauc": 15},
+    "cold": {"auc": 0.58, "uauc": None, "n_rows": 50, "n_users_uauc": 0, "reason": "no user with both labels"},
+}
+CODE_FILES = ("configuration_cl3mrec.py", "modeling_cl3mrec.py", "configuration_cf.py", "collaborative_encoders.py")
+
+
+def make_model_dir(path: Path) -> Path:
+    """A fake saved CL3MRecModel: config with auto_map, tiny safetensors, local tokenizer, code, eval results."""
+    path.mkdir(parents=True)
+    config = {
+        "model_type": "cl3mrec",
+        "architectures": ["CL3MRecModel"],
+        "auto_map": {
+            "AutoConfig": "configuration_cl3mrec.CL3MRecConfig",
+            "AutoModel": "modeling_cl3mrec.CL3MRecModel",
+        },
+        "tokens_per_entity": 1,
+        "contrastive_weight": 0.2,
+        "contrastive_temperature": 0.1,
+        "text_config": {"model_type": "llama", "hidden_size": 16},
+        "cf_config": {"model_type": "cl3mrec_cf", "encoder_type": "mf", "hidden_size": 8, "num_users": 5},
+    }
+    (path / "config.json").write_text(json.dumps(config))
+    save_file({"projector.0.weight": torch.arange(12, dtype=torch.float32).reshape(3, 4)}, path / "model.safetensors")
+    vocab = {"<unk>": 0, "<pad>": 1, "Yes": 2, "No": 3, "<|user_emb|>": 4, "<|item_emb|>": 5}
+    backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="<unk>", pad_token="<pad>").save_pretrained(path)
+    for name in CODE_FILES:
+        (path / name).write_text(f'"""{name} (placeholder for the test)."""\n')
+    (path / "eval_results.json").write_text(json.dumps(EVAL))
+    (path / "checkpoint-3").mkdir()
+    (path / "checkpoint-3" / "optimizer.pt").write_bytes(b"not uploaded")
+    (path / "training_args.bin").write_bytes(b"pickle, not uploaded")
+    return path
+
+
+def run_push(hub: HubRecorder, tmp_path: Path, *args: str, module: str = "trainers.push_cli") -> subprocess.CompletedProcess:
+    """``python -m MODULE ARGS`` in a subprocess pointed at the recorder (HF_ENDPOINT is read at import)."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("HF_")}
+    env.update(
+        HF_ENDPOINT=hub.endpoint,
+        HF_TOKEN="dummy",
+        HF_HOME=str(tmp_path / "hf_home"),
+        HF_HUB_DISABLE_XET="1",
+        HF_HUB_DISABLE_TELEMETRY="1",
+        NO_PROXY="127.0.0.1,localhost",
+        no_proxy="127.0.0.1,localhost",
+        PYTHONPATH=str(ROOT),
+        OMP_NUM_THREADS="1",
+    )
+    command = [sys.executable, "-m", module, *args]
+    return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture
+def model_dir(tmp_path):
+    return make_model_dir(tmp_path / "model")
+
+
+def test_push_commits_complete_model_with_card(model_dir, tmp_path):
+    with HubRecorder() as hub:
+        result = run_push(
+            hub, tmp_path, "--model", str(model_dir), "--repo-id", REPO_ID, "--private", "--commit-message", "v1"
+        )
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    assert hub.repos == {REPO_ID: {"type": "model", "visibility": "private"}}
+    assert len(hub.commits) == 1
+    commit = hub.commits[0]
+    assert (commit["repo_id"], commit["revision"], commit["header"]["summary"]) == (REPO_ID, "main", "v1")
+    files = commit["files"]
+    expected = {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "README.md"}
+    assert expected | set(CODE_FILES) <= set(files)
+    assert not any(name.startswith("checkpoint-") or name == "training_args.bin" for name in files)
+    assert files["model.safetensors"] == (model_dir / "model.safetensors").read_bytes()
+    assert json.loads(files["config.json"])["auto_map"]["AutoModel"] == "modeling_cl3mrec.CL3MRecModel"
+
+    # The pushed card is the one written next to the model, and its metadata carries the metrics.
+    readme = files["README.md"].decode()
+    assert readme == (model_dir / "README.md").read_text(encoding="utf-8")
+    metadata = front_matter(readme)
+    assert metadata["library_name"] == "transformers"
+    assert "recommendation" in metadata["tags"]
+    (entry,) = metadata["model-index"]
+    assert entry["name"] == "cl3mrec-tiny"
+    (result_entry,) = entry["results"]
+    assert result_entry["dataset"]["split"] == "valid"
+    metrics = {(metric["type"], metric["config"]): metric["value"] for metric in result_entry["metrics"]}
+    assert metrics[("roc_auc", "all")] == pytest.approx(EVAL["auc"])
+    assert metrics[("uauc", "all")] == pytest.approx(EVAL["uauc"])
+    assert metrics[("roc_auc", "cold")] == pytest.approx(0.58)
+    assert ("uauc", "cold") not in metrics  # undefined metric: left out, not written as null
+    assert f'repo = "{REPO_ID}"' in readme and "AutoModel.from_pretrained(repo, trust_remote_code=True)" in readme
+
+    # Every request was authenticated with the token from the environment and went to known endpoints.
+    paths = [request["path"] for request in hub.requests]
+    assert "/api/repos/create" in paths
+    assert f"/api/models/{REPO_ID}/preupload/main" in paths
+    assert f"/api/models/{REPO_ID}/commit/main" in paths
+    assert all(request["headers"].get("authorization") == "Bearer dummy" for request in hub.requests)
+
+
+def test_push_to_existing_repo_and_branch(model_dir, tmp_path):
+    with HubRecorder() as hub:
+        first = run_push(hub, tmp_path, "--model", str(model_dir), "--repo-id", REPO_ID)
+        second = run_push(hub, tmp_path, "--model", str(model_dir), "--repo-id", REPO_ID, "--revision", "exp-1")
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert list(hub.repos) == [REPO_ID]  # the second create answered 409 and exist_ok kept going
+    assert hub.branches == [(REPO_ID, "exp-1")]
+    assert [commit["revision"] for commit in hub.commits] == ["main", "exp-1"]
+    assert hub.commits[1]["header"]["summary"] == "Upload model with cl3mrec"
+
+
+def test_push_refuses_incomplete_dir_before_any_request(model_dir, tmp_path):
+    (model_dir / "tokenizer.json").unlink()
+    with HubRecorder() as hub:
+        result = run_push(hub, tmp_path, "--model", str(model_dir), "--repo-id", REPO_ID)
+    assert result.returncode == 2
+    assert "no tokenizer" in result.stderr
+    assert hub.requests == []
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (lambda path: (path / "config.json").unlink(), "no config.json"),
+        (lambda path: (path / "model.safetensors").unlink(), "no weights"),
+        (lambda path: (path / "tokenizer_config.json").unlink(), "no tokenizer"),
+        (lambda path: (path / "modeling_cl3mrec.py").unlink(), "modeling_cl3mrec.py is missing"),
+    ],
+)
+def test_validate_model_dir_names_what_is_missing(model_dir, damage, message):
+    validate_model_dir(model_dir)
+    damage(model_dir)
+    with pytest.raises(FileNotFoundError, match=message):
+        validate_model_dir(model_dir)
+
+
+def test_push_model_rejects_bad_repo_id(model_dir):
+    with pytest.raises(ValueError):
+        push_model(model_dir, "not/a/valid/repo")
+
+
+def test_register_adds_push_subcommand(model_dir):
+    parser = argparse.ArgumentParser()
+    push_cli.register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["push", "--model", str(model_dir), "--repo-id", REPO_ID, "--private", "--dataset", "a/b"])
+    assert args.func is push_cli._run
+    assert (args.model, args.repo_id, args.private, args.revision, args.dataset) == (
+        str(model_dir),
+        REPO_ID,
+        True,
+        None,
+        ["a/b"],
+    )
+
+
+def test_cl3mrec_push_through_main_cli(model_dir, tmp_path):
+    with HubRecorder() as hub:
+        result = run_push(hub, tmp_path, "push", "--model", str(model_dir), "--repo-id", REPO_ID, module="trainers.cli")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert len(hub.commits) == 1 and "README.md" in hub.commits[0]["files"]

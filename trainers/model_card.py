@@ -1,0 +1,284 @@
+"""Model cards for saved cl3mrec models: Hub metadata (``ModelCardData`` + ``EvalResult``) and a Jinja template.
+
+A saved model directory holds ``config.json`` and, written by evaluation / training,
+``eval_results.json`` (a :func:`trainers.metrics.ranking_report` dict, or one such dict per split:
+``{"valid_small": {...}, "valid": {...}}``) and optionally ``training_summary.json`` (free-form scalars,
+plus an optional ``"stage_recipe"`` list). Trainer's automatic card carries no AUC, so this module
+renders its own card and :func:`write_model_card` puts it at ``model_dir/README.md``.
+"""
+
+import json
+import logging
+import math
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any, Optional, Union
+
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+logger = logging.getLogger(__name__)
+
+TEMPLATE_PATH = Path(__file__).with_name("model_card_template.md")
+DEFAULT_DATASET_NAME = "MovieLens-1M (CoLLM time split)"
+DEFAULT_DATASET_TYPE = "ml-1m"
+TASK_TYPE = "recommendation"
+TASK_NAME = "Recommendation (binary like prediction)"
+SUBSETS = ("all", "warm", "cold")
+METRICS = (("auc", "roc_auc", "AUC"), ("uauc", "uauc", "UAUC"))
+TAGS = ("recommendation", "cl3mrec", "collm", "collaborative-filtering", "llm-rec")
+# A Hub id ("org/name" or "name"); local paths such as /tmp/smollm2-135m are not valid metadata.
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+
+PathLike = Union[str, os.PathLike]
+
+
+def _read_json(path: Path) -> Optional[dict]:
+    """The JSON object in ``path``, or ``None`` when the file does not exist."""
+    if not path.is_file():
+        return None
+    try:
+        content = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path} is not valid JSON: {error}") from error
+    if not isinstance(content, dict):
+        raise ValueError(f"{path} must hold a JSON object, got {type(content).__name__}")
+    return content
+
+
+def split_reports(eval_results: dict, default_split: str = "valid") -> dict[str, dict]:
+    """Normalise ``eval_results`` to ``{split: ranking_report}``.
+
+    A flat ``ranking_report`` dict (it has an ``"auc"`` key) is taken as the report of ``default_split``;
+    otherwise every value must be a ``ranking_report`` dict keyed by split name.
+    """
+    if "auc" in eval_results:
+        return {default_split: eval_results}
+    reports = {}
+    for split, report in eval_results.items():
+        if not isinstance(report, dict) or "auc" not in report:
+            raise ValueError(
+                f"eval_results[{split!r}] is not a ranking_report dict (no 'auc' key); expected either one "
+                "report {'auc', 'uauc', 'warm', 'cold', ...} or one report per split"
+            )
+        reports[split] = report
+    return reports
+
+
+def _finite(value: Any) -> Optional[float]:
+    """``value`` as a float, or ``None`` when it is missing / undefined (``None``, NaN)."""
+    if value is None:
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def metric_rows(reports: dict[str, dict]) -> list[dict]:
+    """One row per (split, subset): ``{"split", "subset", "auc", "uauc", "n_rows", "n_users_uauc"}``."""
+    rows = []
+    for split, report in reports.items():
+        for subset in SUBSETS:
+            values = report if subset == "all" else report.get(subset)
+            if not isinstance(values, dict):
+                continue
+            rows.append(
+                {
+                    "split": split,
+                    "subset": subset,
+                    "auc": _finite(values.get("auc")),
+                    "uauc": _finite(values.get("uauc")),
+                    "n_rows": values.get("n_rows"),
+                    "n_users_uauc": values.get("n_users_uauc"),
+                }
+            )
+    return rows
+
+
+def build_eval_results(rows: list[dict], dataset_type: str, dataset_name: str) -> list[EvalResult]:
+    """``EvalResult`` entries (``roc_auc`` and ``uauc``; ``metric_config`` = subset) for the defined values."""
+    results = []
+    for row in rows:
+        for key, metric_type, label in METRICS:
+            if row[key] is None:
+                continue
+            results.append(
+                EvalResult(
+                    task_type=TASK_TYPE,
+                    task_name=TASK_NAME,
+                    dataset_type=dataset_type,
+                    dataset_name=dataset_name,
+                    dataset_split=row["split"],
+                    metric_type=metric_type,
+                    metric_name=label if row["subset"] == "all" else f"{label} ({row['subset']})",
+                    metric_config=row["subset"],
+                    metric_value=row[key],
+                )
+            )
+    return results
+
+
+def _summary_rows(training_summary: dict) -> list[tuple[str, Any]]:
+    """Scalar entries of the training summary (nested dicts flattened as ``a.b``; recipe, dataset name and
+    ``None`` values left out)."""
+    rows = []
+
+    def visit(prefix: str, value: Any) -> None:
+        if isinstance(value, dict):
+            for key, inner in value.items():
+                visit(f"{prefix}.{key}" if prefix else str(key), inner)
+        elif isinstance(value, (str, int, float, bool)):
+            rows.append((prefix, value))
+
+    visit("", {key: value for key, value in training_summary.items() if key not in ("stage_recipe", "dataset_name")})
+    return rows
+
+
+def _normalise_recipe(stage_recipe: Any, config: dict) -> list[dict]:
+    """The recipe as ``[{"stage": name, **settings}]``; settings missing from a ``cie`` stage come from config."""
+    if stage_recipe is None:
+        return []
+    if isinstance(stage_recipe, str):
+        stage_recipe = [stage.strip() for stage in re.split(r"->|→|,", stage_recipe) if stage.strip()]
+    recipe = []
+    for index, stage in enumerate(stage_recipe):
+        if isinstance(stage, str):
+            stage = {"stage": stage}
+        if not isinstance(stage, dict) or "stage" not in stage:
+            raise ValueError(f"stage_recipe[{index}] must be a stage name or a dict with a 'stage' key, got {stage!r}")
+        stage = dict(stage)
+        if stage["stage"] in ("cie", "joint"):
+            stage.setdefault("contrastive_weight", config.get("contrastive_weight"))
+            stage.setdefault("contrastive_temperature", config.get("contrastive_temperature"))
+        recipe.append(stage)
+    return recipe
+
+
+def _model_facts(config: dict) -> dict:
+    """Template facts read from ``config.json`` for either model type."""
+    model_type = config.get("model_type")
+    if model_type not in ("cl3mrec", "cl3mrec_cf"):
+        raise ValueError(f"config.json has model_type {model_type!r}; expected 'cl3mrec' or 'cl3mrec_cf'")
+    cf_config = config if model_type == "cl3mrec_cf" else (config.get("cf_config") or {})
+    text_config = config.get("text_config") or {}
+    return {
+        "model_type": model_type,
+        "is_llm": model_type == "cl3mrec",
+        "has_cf": bool(cf_config),
+        "cf_encoder_type": cf_config.get("encoder_type"),
+        "cf_hidden_size": cf_config.get("hidden_size"),
+        "num_users": cf_config.get("num_users"),
+        "num_items": cf_config.get("num_items"),
+        "llm_model_type": text_config.get("model_type"),
+        "llm_hidden_size": text_config.get("hidden_size"),
+        "tokens_per_entity": config.get("tokens_per_entity", 1),
+        "use_history_embeddings": bool(config.get("use_history_embeddings")),
+        "answer_score": config.get("answer_score", "yes"),
+        "contrastive_weight": config.get("contrastive_weight"),
+        "contrastive_temperature": config.get("contrastive_temperature"),
+        "max_history": config.get("max_history"),
+    }
+
+
+def render_model_card(
+    model_dir: PathLike,
+    *,
+    base_model: Optional[str] = None,
+    datasets: Optional[Union[str, list[str]]] = None,
+    stage_recipe: Optional[Union[str, list]] = None,
+    eval_results: Optional[dict] = None,
+    repo_id: Optional[str] = None,
+    dataset_name: Optional[str] = None,
+    license: str = "apache-2.0",
+    default_split: str = "valid",
+) -> ModelCard:
+    """Render the card of the model saved in ``model_dir``.
+
+    Args:
+        model_dir: a saved ``CL3MRecModel`` or ``CFRecModel`` directory (``config.json`` required).
+        base_model: Hub id of the LLM the model starts from (default: the text config's ``_name_or_path``;
+            local paths are left out of the metadata).
+        datasets: Hub dataset id(s) for the metadata; the first one also names the evaluation dataset.
+        stage_recipe: stage names (``"lora -> cie"`` or ``["lora", "cie"]``) or ``[{"stage": ..., **settings}]``
+            (default: ``training_summary.json``'s ``"stage_recipe"``).
+        eval_results: a ``ranking_report`` dict or ``{split: ranking_report}`` (default:
+            ``model_dir/eval_results.json``).
+        repo_id: the Hub repo the card is for (names the model and the loading snippet).
+        dataset_name: human-readable evaluation dataset name (default: ``training_summary.json``'s
+            ``"dataset_name"``, else MovieLens-1M, CoLLM time split).
+        license: license of the weights (the base LLM's license applies too).
+        default_split: split name given to a flat ``ranking_report``.
+
+    Returns:
+        A ``ModelCard`` whose YAML metadata carries ``model-index`` results (``roc_auc`` / ``uauc`` per split
+        and subset ``all``/``warm``/``cold``).
+    """
+    model_dir = Path(model_dir)
+    config = _read_json(model_dir / "config.json")
+    if config is None:
+        raise FileNotFoundError(f"{model_dir} has no config.json: not a saved cl3mrec model directory")
+    facts = _model_facts(config)
+    training_summary = _read_json(model_dir / "training_summary.json") or {}
+    if eval_results is None:
+        eval_results = _read_json(model_dir / "eval_results.json")
+        if eval_results is None:
+            logger.warning("%s has no eval_results.json: the card will carry no metrics", model_dir)
+            eval_results = {}
+    if stage_recipe is None:
+        stage_recipe = training_summary.get("stage_recipe")
+    if dataset_name is None:
+        dataset_name = training_summary.get("dataset_name") or DEFAULT_DATASET_NAME
+    if base_model is None:
+        base_model = (config.get("text_config") or {}).get("_name_or_path") or None
+    if isinstance(datasets, str):
+        datasets = [datasets]
+
+    if datasets:
+        dataset_type = datasets[0]
+    elif dataset_name == DEFAULT_DATASET_NAME:
+        dataset_type = DEFAULT_DATASET_TYPE
+    else:
+        dataset_type = re.sub(r"[^a-z0-9]+", "-", dataset_name.lower()).strip("-")
+
+    rows = metric_rows(split_reports(eval_results, default_split)) if eval_results else []
+    model_name = repo_id.split("/")[-1] if repo_id else model_dir.resolve().name
+    hub_base_model = base_model if base_model and _HUB_ID.match(base_model) else None
+    card_data = ModelCardData(
+        model_name=model_name,
+        base_model=hub_base_model,
+        datasets=datasets or None,
+        library_name="transformers",
+        license=license,
+        tags=list(TAGS) + ([facts["cf_encoder_type"]] if facts["cf_encoder_type"] else []),
+        eval_results=build_eval_results(rows, dataset_type, dataset_name) or None,
+    )
+    return ModelCard.from_template(
+        card_data,
+        template_path=str(TEMPLATE_PATH),
+        model_name=model_name,
+        repo_id=repo_id or str(model_dir),
+        base_model_text=base_model,
+        dataset_name_text=dataset_name,
+        metric_rows=rows,
+        stage_recipe=_normalise_recipe(stage_recipe, config),
+        training_summary=_summary_rows(training_summary),
+        **facts,
+    )
+
+
+def write_model_card(model_dir: PathLike, **kwargs) -> Path:
+    """Render the card (see :func:`render_model_card`) and write ``model_dir/README.md`` atomically."""
+    model_dir = Path(model_dir)
+    card = render_model_card(model_dir, **kwargs)
+    target = model_dir / "README.md"
+    handle, temporary = tempfile.mkstemp(prefix=".README.", suffix=".md.tmp", dir=model_dir)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as stream:
+            stream.write(str(card))
+        os.chmod(temporary, 0o644)  # mkstemp creates 0600
+        os.replace(temporary, target)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    logger.info("wrote model card %s", target)
+    return target

@@ -1,0 +1,173 @@
+"""``cl3mrec push``: check a saved model directory, (re)render its card and upload it to the Hugging Face Hub.
+
+    cl3mrec push --model runs/ml1m/final --repo-id ORG/NAME [--private] [--revision BRANCH] [--commit-message MSG]
+
+The token comes from the usual places (``HF_TOKEN``, ``hf auth login``); ``HF_ENDPOINT`` selects the Hub.
+The trainer calls :func:`push_model` directly.
+"""
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Optional
+
+from huggingface_hub import CommitInfo, HfApi
+from huggingface_hub.utils import validate_repo_id
+
+from trainers.model_card import write_model_card
+
+logger = logging.getLogger(__name__)
+
+WEIGHT_GLOBS = ("*.safetensors", "pytorch_model*.bin")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json")
+# Trainer state, checkpoints and logs stay local: they are large, and some are pickles.
+IGNORE_PATTERNS = [
+    "checkpoint-*",
+    "runs/*",
+    "__pycache__/*",
+    "*.pyc",
+    "optimizer.pt",
+    "scheduler.pt",
+    "rng_state*.pth",
+    "training_args.bin",
+    ".README.*",
+]
+
+
+def validate_model_dir(model_dir: Path) -> dict:
+    """Check that ``model_dir`` is a complete saved model and return its ``config.json``.
+
+    Required: ``config.json``; weights (``*.safetensors`` or ``pytorch_model*.bin``); for LLM models
+    (``model_type == "cl3mrec"``) a tokenizer (``tokenizer_config.json`` plus ``tokenizer.json``,
+    ``tokenizer.model`` or ``vocab.json``); every local module named in ``config.auto_map`` as a ``.py`` file.
+
+    Raises:
+        FileNotFoundError: the directory or a required file is missing (the message names it).
+        ValueError: ``config.json`` is not a JSON object.
+    """
+    if not model_dir.is_dir():
+        raise FileNotFoundError(f"model directory {model_dir} does not exist")
+    config_path = model_dir / "config.json"
+    if not config_path.is_file():
+        raise FileNotFoundError(f"{model_dir} has no config.json: save the model with save_pretrained first")
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    if not isinstance(config, dict):
+        raise ValueError(f"{config_path} must hold a JSON object")
+    if not any(next(model_dir.glob(pattern), None) for pattern in WEIGHT_GLOBS):
+        raise FileNotFoundError(f"{model_dir} has no weights (expected one of {', '.join(WEIGHT_GLOBS)})")
+    if config.get("model_type") == "cl3mrec":
+        if not (model_dir / "tokenizer_config.json").is_file() or not any(
+            (model_dir / name).is_file() for name in TOKENIZER_FILES
+        ):
+            raise FileNotFoundError(
+                f"{model_dir} has no tokenizer (expected tokenizer_config.json and one of "
+                f"{', '.join(TOKENIZER_FILES)}): save the tokenizer next to the model"
+            )
+    auto_map = config.get("auto_map") or {}
+    if not auto_map:
+        logger.warning("%s: config.json has no auto_map; AutoModel(trust_remote_code=True) will not load it", model_dir)
+    for auto_class, reference in auto_map.items():
+        for target in [reference] if isinstance(reference, str) else reference:
+            if not target or "--" in target:  # None (no fast tokenizer) or code in another repo
+                continue
+            module_file = model_dir / f"{target.rsplit('.', 1)[0]}.py"
+            if not module_file.is_file():
+                raise FileNotFoundError(
+                    f"{model_dir}: config.auto_map[{auto_class!r}] = {target!r} but {module_file.name} is missing"
+                )
+    return config
+
+
+def push_model(
+    model_dir,
+    repo_id: str,
+    *,
+    private: Optional[bool] = None,
+    revision: Optional[str] = None,
+    commit_message: Optional[str] = None,
+    token: Optional[str] = None,
+    card_kwargs: Optional[dict] = None,
+) -> CommitInfo:
+    """Validate ``model_dir``, write its ``README.md`` card and upload the folder to ``repo_id``.
+
+    Args:
+        model_dir: a saved model directory (see :func:`validate_model_dir`).
+        repo_id: ``"org/name"`` (or ``"name"`` in the token owner's namespace); created if missing.
+        private: visibility of a newly created repo (ignored when it exists).
+        revision: branch to commit to (created from ``main`` if missing); default ``main``.
+        commit_message: default ``"Upload <dir name> with cl3mrec"``.
+        token: Hub token; default ``HF_TOKEN`` / the saved login.
+        card_kwargs: extra keyword arguments of :func:`trainers.model_card.render_model_card`
+            (``base_model``, ``datasets``, ``stage_recipe``, ``eval_results``, ...).
+
+    Returns:
+        The ``CommitInfo`` of the upload commit.
+    """
+    model_dir = Path(model_dir)
+    validate_repo_id(repo_id)
+    validate_model_dir(model_dir)
+    write_model_card(model_dir, repo_id=repo_id, **(card_kwargs or {}))
+
+    api = HfApi(token=token)
+    repo_url = api.create_repo(repo_id, private=private, exist_ok=True)
+    if revision and revision != "main":
+        api.create_branch(repo_id, branch=revision, exist_ok=True)
+    commit = api.upload_folder(
+        repo_id=repo_id,
+        folder_path=model_dir,
+        revision=revision,
+        commit_message=commit_message or f"Upload {model_dir.resolve().name} with cl3mrec",
+        ignore_patterns=IGNORE_PATTERNS,
+    )
+    logger.info("pushed %s to %s (commit %s)", model_dir, repo_url, commit.oid)
+    return commit
+
+
+def _run(args: argparse.Namespace) -> int:
+    card_kwargs = {"base_model": args.base_model, "datasets": args.dataset or None}
+    push_model(
+        args.model,
+        args.repo_id,
+        private=args.private or None,
+        revision=args.revision,
+        commit_message=args.commit_message,
+        card_kwargs=card_kwargs,
+    )
+    return 0
+
+
+def _add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, help="saved model directory (config.json, weights, tokenizer)")
+    parser.add_argument("--repo-id", required=True, help="Hub repo, ORG/NAME")
+    parser.add_argument("--private", action="store_true", help="create the repo as private")
+    parser.add_argument("--revision", default=None, help="branch to push to (default: main)")
+    parser.add_argument("--commit-message", default=None, help="commit summary")
+    parser.add_argument("--base-model", default=None, help="Hub id of the base LLM for the card metadata")
+    parser.add_argument(
+        "--dataset", action="append", default=[], help="Hub dataset id for the card metadata (repeatable)"
+    )
+    parser.set_defaults(func=_run)
+
+
+def register(subparsers) -> None:
+    """Add the ``push`` subcommand to the ``cl3mrec`` parser."""
+    _add_arguments(subparsers.add_parser("push", help="upload a saved model and its model card to the Hub"))
+
+
+def main(argv=None) -> int:
+    """``python -m trainers.push_cli``: the ``push`` subcommand without the rest of the CLI."""
+    parser = argparse.ArgumentParser(prog="cl3mrec push", description=__doc__.splitlines()[0])
+    _add_arguments(parser)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError) as error:
+        logger.error("%s", error)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
