@@ -1,0 +1,38 @@
+"""`cl3mrec pipeline --config configs/smoke.yaml` end to end (synthetic data, tiny LLM; ~45 s on 2 cores)."""
+
+import argparse
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from trainers.train_cli import register
+
+SMOKE_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "smoke.yaml"
+
+
+@pytest.mark.slow
+def test_smoke_pipeline_runs_every_stage_and_reloads_identically(tmp_path):
+    spec = yaml.safe_load(SMOKE_CONFIG.read_text())
+    spec["out_dir"] = str(tmp_path / "smoke")
+    config = tmp_path / "smoke.yaml"
+    config.write_text(yaml.safe_dump(spec))
+
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["pipeline", "--config", str(config)])
+    assert args.func(args) == 0
+
+    out = tmp_path / "smoke"
+    results = json.loads((out / "pipeline_results.json").read_text())
+    assert list(results["stages"]) == ["lora", "cie"]
+    for metrics in results["stages"].values():
+        assert 0.0 <= metrics["eval_auc"] <= 1.0 and "eval_uauc" in metrics
+    assert "eval_contrastive/accuracy" in results["stages"]["cie"]  # lambda > 0 in the cie stage
+    assert results["reload_identical"] and results["reload_max_abs_diff"] <= 1e-4
+    merged = Path(results["export_dir"])
+    config_json = json.loads((merged / "config.json").read_text())
+    assert config_json["model_type"] == "cl3mrec" and "auto_map" in config_json
+    assert (merged / "README.md").is_file() and (merged / "eval_results.json").is_file()
+    assert list((out / "cache").glob("item_text_*.safetensors")), "text representations were not cached"

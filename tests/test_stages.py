@@ -1,0 +1,129 @@
+"""Staged freezing rules (trainers.stages) and argument validation (trainers.training_args)."""
+
+import pytest
+from torch import nn
+
+from trainers.stages import apply_stage, check_stage_settings, parameter_group, trainable_parameter_names
+from trainers.training_args import CL3MRecTrainingArguments, parse_config
+
+
+class FakePeftModel(nn.Module):
+    """Parameter names as in a PEFT-wrapped CL3MRecModel (LoRA + modules_to_save copies)."""
+
+    def __init__(self, with_lora: bool = True):
+        super().__init__()
+        layer = nn.ModuleDict({"base_layer": nn.Linear(2, 2)})
+        if with_lora:
+            layer["lora_A"] = nn.ModuleDict({"default": nn.Linear(2, 1, bias=False)})
+        self.language_model = nn.ModuleDict({"q_proj": layer, "embed": nn.Embedding(3, 2)})
+        self.projector = nn.ModuleDict(
+            {"original_module": nn.Linear(2, 2), "modules_to_save": nn.ModuleDict({"default": nn.Linear(2, 2)})}
+        )
+        self.cf_encoder = nn.ModuleDict(
+            {"original_module": nn.Embedding(4, 2), "modules_to_save": nn.ModuleDict({"default": nn.Embedding(4, 2)})}
+        )
+
+
+def test_parameter_groups():
+    assert parameter_group("base_model.model.language_model.layers.0.q_proj.lora_A.default.weight") == "lora"
+    assert parameter_group("base_model.model.projector.modules_to_save.default.net.0.weight") == "projector"
+    assert parameter_group("base_model.model.projector.original_module.net.0.weight") == "frozen_base"
+    assert parameter_group("base_model.model.cf_encoder.modules_to_save.default.user_embedding.weight") == "cf_encoder"
+    assert parameter_group("base_model.model.language_model.embed_tokens.weight") == "frozen_base"
+
+
+@pytest.mark.parametrize(
+    "stage, train_cf, expected",
+    [
+        ("lora", False, {"language_model.q_proj.lora_A.default.weight"}),
+        ("cie", False, {"projector.modules_to_save.default.weight", "projector.modules_to_save.default.bias"}),
+        (
+            "cie",
+            True,
+            {
+                "projector.modules_to_save.default.weight",
+                "projector.modules_to_save.default.bias",
+                "cf_encoder.modules_to_save.default.weight",
+            },
+        ),
+        (
+            "joint",
+            False,
+            {
+                "language_model.q_proj.lora_A.default.weight",
+                "projector.modules_to_save.default.weight",
+                "projector.modules_to_save.default.bias",
+            },
+        ),
+    ],
+)
+def test_apply_stage_trainable_sets(stage, train_cf, expected):
+    model = FakePeftModel()
+    for param in model.parameters():  # start from "everything trainable" to see the rule switch things off
+        param.requires_grad_(True)
+    counts = apply_stage(model, stage, train_cf)
+    assert trainable_parameter_names(model) == expected
+    assert counts["frozen_base"]["trainable"] == 0
+    assert sum(c["trainable"] for c in counts.values()) == sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def test_apply_stage_refuses_missing_group():
+    with pytest.raises(ValueError, match="no parameters in \\['lora'\\]"):
+        apply_stage(FakePeftModel(with_lora=False), "lora")
+    with pytest.raises(ValueError, match="unknown stage"):
+        apply_stage(FakePeftModel(), "everything")
+
+
+@pytest.mark.parametrize(
+    "stage, placeholders, weight, train_cf, message",
+    [
+        ("lora", True, 0.0, False, "text-only prompts"),
+        ("lora", False, 0.5, False, "contrastive_weight must be 0"),
+        ("lora", False, 0.0, True, "train_cf_encoder"),
+        ("cie", False, 0.0, False, "no \\{user\\}/\\{item\\} placeholders"),
+        ("joint", False, 0.1, False, "no \\{user\\}/\\{item\\} placeholders"),
+        ("bogus", True, 0.0, False, "unknown stage"),
+    ],
+)
+def test_contradictory_settings_are_refused(stage, placeholders, weight, train_cf, message):
+    with pytest.raises(ValueError, match=message):
+        check_stage_settings(stage, placeholders, weight, train_cf)
+
+
+def test_consistent_settings_pass():
+    check_stage_settings("lora", False, 0.0)
+    check_stage_settings("cie", True, 0.0)
+    check_stage_settings("cie", True, 0.5, train_cf_encoder=True)
+
+
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("stage", "bogus", "unknown stage"),
+        ("contrastive_temperature", 0.0, "contrastive_temperature"),
+        ("contrastive_weight", -1.0, "contrastive_weight"),
+        ("remove_unused_columns", True, "remove_unused_columns"),
+        ("lora_r", 0, "lora_r"),
+    ],
+)
+def test_training_arguments_validate(tmp_path, field, value, message):
+    with pytest.raises(ValueError, match=message):
+        CL3MRecTrainingArguments(output_dir=str(tmp_path), use_cpu=True, **{field: value})
+
+
+def test_parse_config_yaml_overrides_and_unknown_keys(tmp_path):
+    config = tmp_path / "stage.yaml"
+    config.write_text("llm_path: llm\ndata_dir: data\noutput_dir: out\nstage: cie\nlearning_rate: 1e-4\nuse_cpu: true\n")
+    model_args, data_args, args = parse_config(config, ["contrastive_weight=0.5", "--lora_r", "4"])
+    assert (args.stage, args.contrastive_weight, args.lora_r) == ("cie", 0.5, 4)
+    assert args.learning_rate == pytest.approx(1e-4) and isinstance(args.learning_rate, float)
+    assert args.remove_unused_columns is False and args.metric_for_best_model == "auc"
+    assert model_args.llm_path == "llm" and data_args.eval_split == "valid_small"
+    with pytest.raises(ValueError, match="unknown argument\\(s\\) \\['lora_rank'\\]"):
+        parse_config(config, ["lora_rank=4"])
+
+
+def test_parse_config_gives_yaml_no_back_to_string_fields():
+    values = {"llm_path": "l", "data_dir": "d", "output_dir": "o", "use_cpu": True}
+    _, _, args = parse_config({**values, "save_strategy": False}, ["eval_strategy=no", "resume_from_checkpoint=true"])
+    assert args.save_strategy == "no" and args.eval_strategy == "no" and args.resume_from_checkpoint == "true"

@@ -1,0 +1,182 @@
+"""CL3MRecTrainer on a tiny random Llama: loss terms, staged freezing, evaluation metrics, resume."""
+
+import numpy as np
+import pytest
+import torch
+
+from trainers.train_cli import build_stage, prepare_pipeline_inputs, run_stage
+from trainers.training_args import parse_config
+
+SPEC = {
+    "data": {"num_users": 40, "num_items": 60, "interactions_per_user": 20},
+    "cf": {
+        "model": {"encoder_type": "mf", "hidden_size": 8, "use_bias": True, "max_history": 5},
+        "train": {"epochs": 2, "batch_size": 256, "lr": 0.01, "selection_split": "valid_small"},
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    """Synthetic data + pretrained MF + tiny Llama (built once for the module, ~5 s)."""
+    root = tmp_path_factory.mktemp("trainer")
+    prepare_pipeline_inputs(SPEC, root, seed=0)
+    return root
+
+
+def stage_args(workspace, output_dir, **overrides):
+    values = {
+        "llm_path": str(workspace / "llm"),
+        "data_dir": str(workspace / "data"),
+        "cf_model_dir": str(workspace / "cf"),
+        "text_cache_dir": str(workspace / "cache"),
+        "output_dir": str(output_dir),
+        "stage": "cie",
+        "template": "collm_ml1m",
+        "contrastive_weight": 0.5,
+        "max_history": 4,
+        "max_train_samples": 64,
+        "max_eval_samples": 48,
+        "per_device_train_batch_size": 8,
+        "per_device_eval_batch_size": 16,
+        "learning_rate": 0.05,
+        "max_steps": 1,
+        "logging_steps": 1,
+        "lora_r": 2,
+        "lora_alpha": 4,
+        "save_strategy": "no",
+        "use_cpu": True,
+        "do_train": True,
+        "seed": 0,
+        **overrides,
+    }
+    return parse_config(values)
+
+
+def snapshot(model):
+    return {name: param.detach().clone() for name, param in model.named_parameters()}
+
+
+def changed_names(before, model):
+    return {name for name, param in model.named_parameters() if not torch.equal(before[name], param.detach())}
+
+
+def logged_keys(trainer):
+    return {key for entry in trainer.state.log_history for key in entry}
+
+
+def test_cie_step_logs_every_term_and_trains_only_the_projector(workspace, tmp_path):
+    setup = build_stage(*stage_args(workspace, tmp_path / "cie", report_to="tensorboard"))
+    model = setup.trainer.model
+    before = snapshot(model)
+    setup.trainer.train()
+    changed = changed_names(before, model)
+    projector = {name for name in before if "projector.modules_to_save" in name}
+    assert changed == projector  # every projector tensor moved, nothing else did
+    assert {"loss/rec", "loss/contrastive", "contrastive/accuracy", "contrastive/item_accuracy"} <= logged_keys(
+        setup.trainer
+    )
+    assert list((tmp_path / "cie").rglob("events.out.tfevents*")), "report_to: tensorboard wrote no event file"
+
+
+def test_lora_step_trains_only_lora(workspace, tmp_path):
+    setup = build_stage(
+        *stage_args(workspace, tmp_path / "lora", stage="lora", template="tallrec_ml1m", contrastive_weight=0.0)
+    )
+    model = setup.trainer.model
+    before = snapshot(model)
+    setup.trainer.train()
+    changed = changed_names(before, model)
+    assert changed and all("lora_" in name for name in changed)
+    assert "loss/rec" in logged_keys(setup.trainer) and "loss/contrastive" not in logged_keys(setup.trainer)
+
+
+def test_contradictory_stage_is_refused_before_building(workspace, tmp_path):
+    with pytest.raises(ValueError, match="text-only prompts"):
+        build_stage(*stage_args(workspace, tmp_path / "bad", stage="lora", contrastive_weight=0.0))
+
+
+def test_evaluation_reports_ranking_metrics_in_row_order(workspace, tmp_path):
+    setup = build_stage(*stage_args(workspace, tmp_path / "eval", do_train=False))
+    trainer = setup.trainer
+    metrics = trainer.evaluate()
+    for key in ("eval_auc", "eval_uauc", "eval_n_rows", "eval_warm_auc", "eval_cold_n_rows", "eval_loss/rec",
+                "eval_loss/contrastive", "eval_contrastive/accuracy"):
+        assert key in metrics, key
+    assert metrics["eval_n_rows"] == 48
+    assert 0.0 <= metrics["eval_auc"] <= 1.0
+    # Row order: the score of row i equals a forward pass over row i alone.
+    predictions = trainer.predict(trainer.eval_dataset).predictions
+    model = trainer.model.eval()
+    for index in (0, 17, 47):
+        batch = trainer.data_collator.collator([trainer.eval_dataset[index]])
+        batch.pop("labels")
+        with torch.no_grad():
+            score = model(**batch).logits.item()
+        assert score == pytest.approx(float(predictions[index]), abs=1e-4)
+
+
+def test_resume_from_checkpoint_matches_uninterrupted_run(workspace, tmp_path):
+    common = {"max_steps": 4, "save_strategy": "steps", "save_steps": 2, "learning_rate": 0.01}
+    uninterrupted = build_stage(*stage_args(workspace, tmp_path / "a", **common)).trainer
+    uninterrupted.train()
+    first = build_stage(*stage_args(workspace, tmp_path / "b", **common)).trainer
+    first.train()
+    checkpoint = tmp_path / "b" / "checkpoint-2"
+    assert (checkpoint / "adapter_model.safetensors").is_file() and (checkpoint / "optimizer.pt").is_file()
+
+    resumed = build_stage(*stage_args(workspace, tmp_path / "b", **common)).trainer
+    lora_before = {n: p.detach().clone() for n, p in resumed.model.named_parameters() if "lora_" in n}
+    resumed.train(resume_from_checkpoint=str(checkpoint))
+    assert resumed.state.global_step == 4
+    final = dict(resumed.model.named_parameters())
+    reference = dict(uninterrupted.model.named_parameters())
+    trainable = [name for name, param in final.items() if param.requires_grad]
+    assert trainable and all("projector.modules_to_save" in name for name in trainable)  # freezing survives resume
+    for name in trainable:
+        torch.testing.assert_close(final[name], reference[name], rtol=1e-5, atol=1e-6)
+    for name, value in lora_before.items():
+        assert torch.equal(final[name], value), f"{name} changed in stage cie after resume"
+
+
+def test_run_stage_writes_results_scores_and_merged_model(workspace, tmp_path):
+    metrics = run_stage(*stage_args(workspace, tmp_path / "run", max_steps=2))
+    out = tmp_path / "run"
+    assert (out / "eval_results.json").is_file() and (out / "adapter_model.safetensors").is_file()
+    scores = np.load(out / "eval_scores.npy")
+    assert scores.shape == (48,) and np.isfinite(scores).all()
+    assert (out / "merged" / "config.json").is_file() and (out / "merged" / "eval_results.json").is_file()
+    assert "eval_auc" in metrics
+
+
+def test_best_checkpoint_by_eval_auc_and_early_stopping(workspace, tmp_path):
+    overrides = {
+        "max_steps": 6,
+        "eval_strategy": "steps",
+        "eval_steps": 1,
+        "save_strategy": "steps",
+        "save_steps": 1,
+        "load_best_model_at_end": True,
+        "early_stopping_patience": 1,
+        "learning_rate": 0.2,
+        "max_eval_samples": 32,
+    }
+    trainer = build_stage(*stage_args(workspace, tmp_path / "best", **overrides)).trainer
+    trainer.train()
+    aucs = [entry["eval_auc"] for entry in trainer.state.log_history if "eval_auc" in entry]
+    assert trainer.state.best_metric == pytest.approx(max(aucs))
+    assert trainer.state.best_model_checkpoint.endswith(f"checkpoint-{int(np.argmax(aucs)) + 1}")
+    if len(aucs) < 6:  # stopped early: the last evaluation did not beat the best one
+        assert aucs[-1] <= max(aucs[:-1])
+
+
+def test_run_stage_resumes_from_the_last_checkpoint(workspace, tmp_path):
+    import json
+
+    common = {"save_strategy": "steps", "save_steps": 2, "max_eval_samples": 16}
+    run_stage(*stage_args(workspace, tmp_path / "r", max_steps=2, **common))
+    run_stage(*stage_args(workspace, tmp_path / "r", max_steps=4, resume_from_checkpoint=True, **common))
+    state = json.loads((tmp_path / "r" / "trainer_state.json").read_text())
+    assert state["global_step"] == 4
+    steps = [entry["step"] for entry in state["log_history"] if "loss" in entry]
+    assert steps == [1, 2, 3, 4]  # steps 1-2 come from the checkpoint's history, 3-4 from the resumed run

@@ -1,0 +1,116 @@
+"""Staged freezing, declared once: stage → which parameter groups train.
+
+Parameters of the PEFT-wrapped ``CL3MRecModel`` are grouped by name:
+``lora`` (names containing ``lora_``), ``projector`` (``projector``), ``cf_encoder`` (``cf_encoder``),
+everything else is ``frozen_base`` and never trains. PEFT's ``modules_to_save`` wrapper keeps a frozen
+``original_module`` copy next to the trained one; copies are never trainable.
+
+| stage | trains | CoLLM / TALLRec counterpart |
+| --- | --- | --- |
+| ``lora`` | LoRA | TALLRec, CoLLM step 1 (text-only prompt) |
+| ``cie`` | projector (+ CF encoder if ``train_cf_encoder``) | CoLLM step 2 (T1 / T2 variants) |
+| ``joint`` | LoRA + projector (+ CF encoder) | optional last stage, small LR |
+"""
+
+import logging
+from collections import Counter
+
+from torch import nn
+
+logger = logging.getLogger(__name__)
+
+STAGES = ("lora", "cie", "joint")
+GROUP_PATTERNS = {"lora": "lora_", "projector": "projector", "cf_encoder": "cf_encoder"}
+FROZEN_COPY_PATTERN = "original_module"
+
+STAGE_GROUPS = {
+    "lora": ("lora",),
+    "cie": ("projector",),
+    "joint": ("lora", "projector"),
+}
+
+
+def parameter_group(name: str) -> str:
+    """The group of one parameter name: ``lora``, ``projector``, ``cf_encoder`` or ``frozen_base``.
+
+    LoRA wins over the module it sits in (a LoRA layer inside the projector would be ``lora``); a
+    ``modules_to_save`` ``original_module`` copy is always ``frozen_base``.
+    """
+    if FROZEN_COPY_PATTERN in name:
+        return "frozen_base"
+    for group, pattern in GROUP_PATTERNS.items():
+        if pattern in name:
+            return group
+    return "frozen_base"
+
+
+def trainable_groups(stage: str, train_cf_encoder: bool = False) -> tuple[str, ...]:
+    """The parameter groups that train in ``stage``."""
+    if stage not in STAGE_GROUPS:
+        raise ValueError(f"unknown stage {stage!r}; choose one of {STAGES}")
+    if train_cf_encoder and stage == "lora":
+        raise ValueError("train_cf_encoder=True needs stage 'cie' or 'joint': stage 'lora' reads no CF embeddings")
+    groups = STAGE_GROUPS[stage]
+    return groups + ("cf_encoder",) if train_cf_encoder else groups
+
+
+def check_stage_settings(
+    stage: str, template_has_placeholders: bool, contrastive_weight: float, train_cf_encoder: bool = False
+) -> None:
+    """Refuse settings that contradict the stage, before any model is built.
+
+    Raises:
+        ValueError: stage ``lora`` with a placeholder template or ``contrastive_weight > 0``;
+            stage ``cie``/``joint`` with a text-only template; an unknown stage.
+    """
+    trainable_groups(stage, train_cf_encoder)
+    if stage == "lora":
+        if template_has_placeholders:
+            raise ValueError(
+                "stage 'lora' trains on text-only prompts, but the template has CF placeholders "
+                "({user}/{item} or history embeddings); use a text-only template or stage 'cie'"
+            )
+        if contrastive_weight > 0:
+            raise ValueError(
+                f"stage 'lora' has no projected CF embeddings to align: contrastive_weight must be 0, "
+                f"got {contrastive_weight}"
+            )
+    elif not template_has_placeholders:
+        raise ValueError(
+            f"stage {stage!r} trains the projector, but the template has no {{user}}/{{item}} placeholders; "
+            "the projector would get no gradient"
+        )
+
+
+def apply_stage(model: nn.Module, stage: str, train_cf_encoder: bool = False) -> dict[str, dict[str, int]]:
+    """Set ``requires_grad`` of every parameter of ``model`` for ``stage`` and log the counts per group.
+
+    Returns:
+        ``{group: {"trainable": n_params, "total": n_params}}`` for each group present.
+
+    Raises:
+        ValueError: the stage would train nothing, or a group it needs is missing from the model
+            (e.g. stage ``lora`` on a model without LoRA layers).
+    """
+    groups = trainable_groups(stage, train_cf_encoder)
+    counts: dict[str, Counter] = {}
+    for name, param in model.named_parameters():
+        group = parameter_group(name)
+        param.requires_grad_(group in groups)
+        counter = counts.setdefault(group, Counter())
+        counter["total"] += param.numel()
+        counter["trainable"] += param.numel() if param.requires_grad else 0
+    missing = [group for group in groups if counts.get(group, Counter())["trainable"] == 0]
+    if missing:
+        raise ValueError(
+            f"stage {stage!r} trains {list(groups)}, but the model has no parameters in {missing} "
+            f"(parameter-name patterns {[GROUP_PATTERNS[g] for g in missing]})"
+        )
+    for group, counter in sorted(counts.items()):
+        logger.info("stage %s: %s trainable %d / %d parameters", stage, group, counter["trainable"], counter["total"])
+    return {group: dict(counter) for group, counter in counts.items()}
+
+
+def trainable_parameter_names(model: nn.Module) -> set[str]:
+    """Names of the parameters with ``requires_grad``."""
+    return {name for name, param in model.named_parameters() if param.requires_grad}

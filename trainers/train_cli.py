@@ -1,0 +1,362 @@
+"""``cl3mrec train`` (one stage from a YAML) and ``cl3mrec pipeline`` (the whole recipe end to end).
+
+One stage: parse the three argument dataclasses → check the stage against the template → build the
+model around the LLM (+ LoRA, + the previous stage's adapter) → freeze per stage → tokenise → train →
+score the eval split (AUC/UAUC) → save the adapter, ``eval_results.json`` and a merged plain model.
+Safe under ``accelerate launch``: only the main process writes caches, exports and cards.
+"""
+
+import argparse
+import json
+import logging
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import yaml
+from accelerate import PartialState
+from transformers import EarlyStoppingCallback, set_seed
+
+from data_scripts.io import load_dataset_dict, read_stats
+from data_scripts.prompts import load_template, template_fields
+
+from .llm_loading import add_lora, build_cl3mrec, export_merged
+from .metrics import ranking_report
+from .model_card import write_model_card
+from .prompt_dataset import CL3MRecCollator, tokenize_dataset
+from .stages import apply_stage, check_stage_settings
+from .text_representations import collect_item_titles, item_text_table
+from .trainer import CL3MRecTrainer
+from .training_args import parse_config
+
+logger = logging.getLogger(__name__)
+
+HELD_OUT_SPLITS = ("test",)  # never read during training (no titles, no tuning)
+
+
+def subsample_indices(num_rows: int, size: int | None, seed: int, keep_order: bool) -> np.ndarray:
+    """Row indices of a random subsample of ``size`` rows (all rows when ``None`` or larger);
+    ``keep_order`` sorts them so the original row order survives."""
+    if size is None or size >= num_rows:
+        return np.arange(num_rows)
+    indices = np.random.default_rng(seed).choice(num_rows, size=size, replace=False)
+    return np.sort(indices) if keep_order else indices
+
+
+def load_stage_adapter(peft_model, init_from: str) -> None:
+    """Load a previous stage's adapter (LoRA + any saved projector / CF encoder) into ``peft_model``.
+
+    Raises:
+        FileNotFoundError: no ``adapter_model.safetensors`` in ``init_from``.
+        ValueError: the LoRA layers do not line up (different ``lora_target_modules`` / ``lora_r``).
+    """
+    from peft import get_peft_model_state_dict, set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    path = Path(init_from) / "adapter_model.safetensors"
+    if not path.is_file():
+        raise FileNotFoundError(f"init_from={init_from}: no adapter_model.safetensors (not a stage output dir?)")
+    state = load_file(str(path))
+    # A text-only stage saved no projector / CF encoder: those keep their current (fresh / pretrained) weights.
+    current = get_peft_model_state_dict(peft_model)
+    try:
+        result = set_peft_model_state_dict(peft_model, {**current, **state})
+    except RuntimeError as error:  # shape mismatch
+        raise ValueError(f"init_from={init_from}: adapter does not fit this model ({error}); use the same lora_r") from error
+    unexpected = [key for key in result.unexpected_keys if "lora_" in key]
+    missing = [key for key in result.missing_keys if "lora_" in key]
+    if unexpected or missing:
+        raise ValueError(
+            f"init_from={init_from}: LoRA layers differ (unexpected {unexpected[:3]}, missing {missing[:3]}); "
+            "use the same lora_target_modules as that stage"
+        )
+    logger.info("loaded %d adapter tensors from %s (%d kept from this model)", len(state), init_from, len(set(current) - set(state)))
+
+
+def build_stage_model(model_args, args, template: str, with_ids: bool):
+    """``(peft_model, tokenizer)`` for one stage: LLM (+ CF encoder + projector) + LoRA (+ previous adapter).
+
+    Freezing comes later (:func:`trainers.stages.apply_stage`): PEFT's ``disable_adapter()`` and
+    ``load_adapter`` switch adapter parameters back to trainable."""
+    if with_ids and model_args.cf_model_dir is None:
+        raise ValueError(f"template {model_args.template!r} has CF placeholders: set cf_model_dir")
+    model, tokenizer = build_cl3mrec(
+        model_args.llm_path,
+        cf_model_dir=model_args.cf_model_dir if with_ids else None,
+        prompt_template=template if with_ids else None,
+        text_prompt_template=None if with_ids else template,
+        tokens_per_entity=model_args.tokens_per_entity,
+        use_history_embeddings=model_args.use_history_embeddings,
+        max_history=args.max_history,
+        answer_score=model_args.answer_score,
+        quantization=None if model_args.quantization == "none" else model_args.quantization,
+        dtype=model_args.dtype,
+        contrastive_weight=args.contrastive_weight,
+        contrastive_temperature=args.contrastive_temperature,
+    )
+    model = add_lora(model, args.lora_r, args.lora_alpha, args.lora_dropout, args.lora_target_modules)
+    if model_args.init_from:
+        load_stage_adapter(model, model_args.init_from)
+    elif args.stage != "lora":
+        logger.warning("stage %s without init_from: LoRA starts from zero (no stage-lora adapter)", args.stage)
+    return model, tokenizer
+
+
+@dataclass
+class StageSetup:
+    """Everything one stage needs: the trainer, its tokenizer and the eval rows (raw, and their split indices)."""
+
+    trainer: CL3MRecTrainer
+    tokenizer: object
+    eval_raw: object
+    eval_rows: np.ndarray
+
+
+def build_stage(model_args, data_args, args) -> StageSetup:
+    """Check the stage against the template, build model + data + text views, return a ready trainer."""
+    template = load_template(model_args.template)
+    fields = template_fields(template)
+    with_ids = "user" in fields or "item" in fields
+    check_stage_settings(
+        args.stage, with_ids or model_args.use_history_embeddings, args.contrastive_weight, args.train_cf_encoder
+    )
+    set_seed(args.seed)
+    dataset_dict = load_dataset_dict(data_args.data_dir)
+    for split in (data_args.train_split, data_args.eval_split):
+        if split not in dataset_dict:
+            raise ValueError(f"{data_args.data_dir}: no split {split!r}; found {list(dataset_dict)}")
+    model, tokenizer = build_stage_model(model_args, args, template, with_ids)
+    config = model.get_base_model().config
+
+    train_raw, eval_raw = dataset_dict[data_args.train_split], dataset_dict[data_args.eval_split]
+    seed = data_args.subsample_seed
+    train_raw = train_raw.select(subsample_indices(len(train_raw), data_args.max_train_samples, seed, False))
+    eval_rows = subsample_indices(len(eval_raw), data_args.max_eval_samples, seed, True)
+    eval_raw = eval_raw.select(eval_rows)
+    with args.main_process_first(desc="tokenising prompts"):
+        train_set = tokenize_dataset(train_raw, tokenizer, config, with_ids) if args.do_train else None
+        eval_set = tokenize_dataset(eval_raw, tokenizer, config, with_ids)
+
+    item_text = None
+    if args.contrastive_weight > 0:
+        titles = collect_item_titles(
+            [split for name, split in dataset_dict.items() if name not in HELD_OUT_SPLITS],
+            read_stats(data_args.data_dir)["num_items"],
+        )
+        item_text = item_text_table(
+            model.get_base_model().language_model,
+            tokenizer,
+            titles,
+            data_args.text_cache_dir,
+            model_args.llm_path,
+            data_args.item_text_template,
+            adapter_context=model.disable_adapter(),
+            bf16=args.bf16,
+        )
+    apply_stage(model, args.stage, args.train_cf_encoder)  # after disable_adapter(), which unfreezes adapters
+
+    patience = args.early_stopping_patience
+    trainer = CL3MRecTrainer(
+        model=model,
+        args=args,
+        data_collator=CL3MRecCollator(tokenizer, args.max_history, with_ids=with_ids),
+        train_dataset=train_set,
+        eval_dataset=eval_set,
+        processing_class=tokenizer,
+        callbacks=[EarlyStoppingCallback(patience)] if patience else None,
+        item_text=item_text,
+    )
+    return StageSetup(trainer, tokenizer, eval_raw, eval_rows)
+
+
+def run_stage(model_args, data_args, args) -> dict:
+    """Run one stage; return the eval metrics (``eval_auc``, ``eval_uauc``, …) also written to
+    ``<output_dir>/eval_results.json``. Scores of the eval split go to ``<output_dir>/eval_scores.npy``
+    (rows ``eval_rows.npy`` of the split, in order)."""
+    setup = build_stage(model_args, data_args, args)
+    trainer, tokenizer, eval_raw = setup.trainer, setup.tokenizer, setup.eval_raw
+    if args.do_train:
+        resume = args.resume_from_checkpoint
+        resume = True if str(resume).lower() in ("true", "last") else resume  # True: the last checkpoint
+        train_result = trainer.train(resume_from_checkpoint=resume)
+        trainer.save_model()
+        trainer.save_metrics("train", train_result.metrics)
+        trainer.save_state()
+
+    prediction = trainer.predict(trainer.eval_dataset, metric_key_prefix="eval")
+    metrics = {**prediction.metrics, **trainer.flush_metrics("eval")}
+    trainer.log_metrics("eval", metrics)
+    trainer.save_metrics("eval", metrics)
+    if trainer.is_world_process_zero():
+        np.save(Path(args.output_dir) / "eval_scores.npy", np.asarray(prediction.predictions, dtype=np.float64))
+        np.save(Path(args.output_dir) / "eval_rows.npy", setup.eval_rows)
+    if args.do_train:
+        report = ranking_report(eval_raw["user_id"], eval_raw["label"], prediction.predictions, eval_raw["warm"])
+        export(trainer, tokenizer, args, report, data_args.eval_split, model_args)
+    return metrics
+
+
+def export(trainer, tokenizer, args, report: dict, eval_split: str, model_args) -> Path:
+    """Merge LoRA and save a plain model + ``eval_results.json`` + card (main process; others wait)."""
+    export_dir = Path(args.export_dir or Path(args.output_dir) / "merged")
+    if trainer.is_world_process_zero():
+        model = trainer.accelerator.unwrap_model(trainer.model)
+        export_merged(model, tokenizer, export_dir)
+        (export_dir / "eval_results.json").write_text(json.dumps({eval_split: report}, indent=2))
+        # The recipe so far: the previous stage's recipe (if it wrote one) + this stage.
+        previous = Path(model_args.init_from or "") / "training_summary.json"
+        recipe = json.loads(previous.read_text())["stage_recipe"] if model_args.init_from and previous.is_file() else []
+        stage = {"stage": args.stage, "template": model_args.template, "train_rows": len(trainer.train_dataset)}
+        if args.stage != "lora":
+            stage.update(contrastive_weight=args.contrastive_weight, contrastive_temperature=args.contrastive_temperature)
+        summary = {"stage_recipe": recipe + [stage], "init_from": model_args.init_from}
+        for directory in (Path(args.output_dir), export_dir):
+            (directory / "training_summary.json").write_text(json.dumps(summary, indent=2))
+        write_model_card(export_dir, stage_recipe=summary["stage_recipe"], default_split=eval_split)
+    trainer.accelerator.wait_for_everyone()
+    return export_dir
+
+
+RELOAD_SCRIPT = """
+import sys
+import numpy as np, torch
+from datasets import load_from_disk
+from transformers import AutoModel, AutoTokenizer
+from trainers.prompt_dataset import CL3MRecCollator, tokenize_dataset
+model_dir, data_dir, split, rows_file, out = sys.argv[1:6]
+model = AutoModel.from_pretrained(model_dir, trust_remote_code=True).eval()
+if "modeling_cl3mrec" in sys.modules:
+    sys.exit("the local modeling_cl3mrec package was imported: the remote-code path is not what ran")
+tokenizer = AutoTokenizer.from_pretrained(model_dir)
+tokenizer.padding_side = "left"
+with_ids = model.config.cf_config is not None
+dataset = load_from_disk(data_dir)[split].select(np.load(rows_file))
+rows = tokenize_dataset(dataset, tokenizer, model.config, with_ids).to_list()
+collator = CL3MRecCollator(tokenizer, model.config.max_history, with_ids=with_ids)
+scores = []
+with torch.inference_mode():
+    for start in range(0, len(rows), 16):
+        batch = collator(rows[start : start + 16])
+        batch.pop("labels", None)
+        scores.append(model(**batch).logits.float().numpy())
+np.save(out, np.concatenate(scores))
+"""
+PIPELINE_KEYS = {"out_dir", "seed", "data", "cf", "llm", "defaults", "stages", "reload_atol"}
+
+
+def reload_scores(model_dir: Path, data_dir: Path, split: str, rows_file: Path) -> np.ndarray:
+    """Scores of an exported model loaded with ``AutoModel.from_pretrained(trust_remote_code=True)`` in a
+    fresh Python process that never imports ``modeling_cl3mrec`` (so the copied remote code is what runs)."""
+    out = model_dir / "reload_scores.npy"
+    command = [sys.executable, "-c", RELOAD_SCRIPT, str(model_dir), str(data_dir), split, str(rows_file), str(out)]
+    result = subprocess.run(command, capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
+    if result.returncode != 0:
+        raise RuntimeError(f"reloading {model_dir} in a fresh process failed:\n{result.stderr[-3000:]}")
+    return np.load(out)
+
+
+def prepare_pipeline_inputs(spec: dict, out_dir: Path, seed: int) -> dict:
+    """Synthetic data → pretrained CF encoder → tiny LLM (main process only); returns the CF report."""
+    from data_scripts.synthetic import generate_synthetic
+
+    from .cf_training import TRAIN_DEFAULTS, load_cf_data, save_run, train_cf_model
+    from .tiny_llm import build_tiny_llm, texts_from_dataset
+
+    data_dir, cf_dir, llm_dir = out_dir / "data", out_dir / "cf", out_dir / "llm"
+    generate_synthetic(data_dir, seed=seed, **spec.get("data", {}))
+    cf_spec = spec.get("cf", {})
+    model_fields = dict(cf_spec.get("model", {"encoder_type": "mf", "hidden_size": 16}))
+    splits, num_users, num_items = load_cf_data(str(data_dir), model_fields.get("max_history", 10))
+    cf_model, summary = train_cf_model(
+        model_fields, {**TRAIN_DEFAULTS, **cf_spec.get("train", {})}, splits, num_users, num_items, seed
+    )
+    save_run(cf_model, summary, cf_dir)
+    build_tiny_llm(llm_dir, arch=spec.get("llm", {}).get("arch", "llama"), texts=texts_from_dataset(data_dir), seed=seed)
+    return {"valid_small_auc": summary["valid_small"]["auc"], "valid_small_uauc": summary["valid_small"]["uauc"]}
+
+
+def run_pipeline(config_path: str) -> dict:
+    """The whole recipe on synthetic data with a tiny LLM: data → CF pretraining → each stage of
+    ``stages`` (each continues from the previous one) → export → reload in a fresh process → same scores.
+
+    Results are also written to ``<out_dir>/pipeline_results.json``.
+    """
+    with open(config_path) as handle:
+        spec = yaml.safe_load(handle) or {}
+    unknown = sorted(set(spec) - PIPELINE_KEYS)
+    if unknown or "stages" not in spec or "out_dir" not in spec:
+        raise ValueError(f"{config_path}: needs out_dir and stages; unknown key(s) {unknown}; known {sorted(PIPELINE_KEYS)}")
+    out_dir, seed = Path(spec["out_dir"]), int(spec.get("seed", 0))
+    # Parse every stage first (fail fast); the TrainingArguments also set up the process state (use_cpu
+    # included), so it must exist before PartialState() is asked which process is the main one.
+    stages, previous = [], None
+    for index, stage_spec in enumerate(spec["stages"]):
+        stage_spec = dict(stage_spec)
+        name = stage_spec.pop("name", stage_spec.get("stage", f"stage{index}"))
+        values = {
+            "seed": seed,
+            "llm_path": str(out_dir / "llm"),
+            "data_dir": str(out_dir / "data"),
+            "cf_model_dir": str(out_dir / "cf"),
+            "text_cache_dir": str(out_dir / "cache"),
+            "init_from": previous,
+            "do_train": True,
+            **spec.get("defaults", {}),
+            **stage_spec,
+            "output_dir": str(out_dir / name),
+        }
+        stages.append((name, parse_config(values)))
+        previous = values["output_dir"]
+    state = stages[0][1][2].distributed_state
+    results = {"cf": None, "stages": {}}
+    if state.is_main_process:
+        results["cf"] = prepare_pipeline_inputs(spec, out_dir, seed)
+    state.wait_for_everyone()
+
+    for name, (model_args, data_args, args) in stages:
+        metrics = run_stage(model_args, data_args, args)
+        results["stages"][name] = {key: value for key, value in metrics.items() if key.startswith("eval_")}
+
+    if state.is_main_process:
+        stage_dir = Path(args.output_dir)
+        export_dir = Path(args.export_dir or stage_dir / "merged")
+        expected = np.load(stage_dir / "eval_scores.npy")
+        reloaded = reload_scores(export_dir, out_dir / "data", data_args.eval_split, stage_dir / "eval_rows.npy")
+        difference = float(np.abs(expected - reloaded).max())
+        results.update(
+            export_dir=str(export_dir),
+            reload_max_abs_diff=difference,
+            reload_identical=bool(difference <= float(spec.get("reload_atol", 1e-4))),
+        )
+        (out_dir / "pipeline_results.json").write_text(json.dumps(results, indent=2))
+    state.wait_for_everyone()
+    return results
+
+
+def train_command(args: argparse.Namespace) -> int:
+    """``cl3mrec train --config configs/ml1m/<exp>.yaml [key=value ...]``."""
+    model_args, data_args, training_args = parse_config(args.config, args.overrides)
+    metrics = run_stage(model_args, data_args, training_args)
+    logger.info("eval_auc %.4f eval_uauc %.4f", metrics.get("eval_auc", float("nan")), metrics.get("eval_uauc", float("nan")))
+    return 0
+
+
+def pipeline_command(args: argparse.Namespace) -> int:
+    """``cl3mrec pipeline --config configs/smoke.yaml``: synthetic data → CF → tiny LLM → stages → reload check."""
+    results = run_pipeline(args.config)
+    if PartialState().is_main_process:
+        print(json.dumps(results, indent=2))  # the CLI's answer, on stdout
+    return 0 if results.get("reload_identical", True) else 1
+
+
+def register(subparsers) -> None:
+    """Add ``train`` and ``pipeline`` to the ``cl3mrec`` CLI."""
+    train = subparsers.add_parser("train", help="Run one CL3M-Rec training stage from a YAML config.")
+    train.add_argument("--config", required=True, help="YAML with ModelArguments/DataArguments/TrainingArguments fields")
+    train.add_argument("overrides", nargs=argparse.REMAINDER, help="key=value or --key value overrides")
+    train.set_defaults(func=train_command)
+    pipeline = subparsers.add_parser("pipeline", help="Run the whole recipe end to end (smoke test).")
+    pipeline.add_argument("--config", required=True, help="pipeline YAML, e.g. configs/smoke.yaml")
+    pipeline.set_defaults(func=pipeline_command)

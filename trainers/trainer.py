@@ -1,0 +1,151 @@
+"""``CL3MRecTrainer``: ``transformers.Trainer`` + contrastive CF/text alignment + AUC/UAUC evaluation.
+
+Shaped after TRL's ``RewardTrainer``: ``compute_loss`` computes the whole loss (BCE on the answer score
++ λ · symmetric InfoNCE), returns ``(loss, outputs)`` when asked, and logs each term through a per-mode
+metrics buffer that the overridden :meth:`CL3MRecTrainer.log` averages (``loss/rec``,
+``loss/contrastive``, ``contrastive/accuracy``). Evaluation returns the answer scores in row order with
+``[label, user_id, warm]`` as label ids, so Trainer's gathering (DDP included) keeps rows aligned and
+``compute_metrics`` reports ``eval_auc``, ``eval_uauc``, ``eval_warm_auc``, … via ``ranking_report``.
+"""
+
+from collections import defaultdict
+
+import numpy as np
+import torch
+from transformers import EvalPrediction, Trainer
+
+from .contrastive import info_nce, user_text_embeds
+from .metrics import ranking_report
+
+MODEL_INPUT_KEYS = ("input_ids", "attention_mask", "user_ids", "item_ids", "history_item_ids", "labels")
+ROW_USER_KEY = "row_user_ids"  # [B] user id of each row, for UAUC (text-only batches carry no user_ids)
+ROW_WARM_KEY = "row_warm"  # [B] bool, both user and item seen in train
+
+
+class RowMetadataCollator:
+    """Wrap a collator so every batch also carries ``row_user_ids`` and ``row_warm`` from the raw columns.
+
+    The rows must keep the ``user_id`` and ``warm`` columns (``remove_unused_columns=False``). These keys
+    never reach the model: :meth:`CL3MRecTrainer.compute_loss` passes only ``MODEL_INPUT_KEYS``.
+    """
+
+    def __init__(self, collator):
+        self.collator = collator
+
+    def __call__(self, features: list[dict]) -> dict:
+        batch = self.collator(features)
+        for key, column in ((ROW_USER_KEY, "user_id"), (ROW_WARM_KEY, "warm")):
+            if features and column not in features[0]:
+                raise ValueError(f"rows reaching the collator need a {column!r} column for evaluation metrics")
+            batch[key] = torch.tensor([feature[column] for feature in features], dtype=torch.long)
+        return batch
+
+
+def compute_ranking_metrics(eval_prediction: EvalPrediction) -> dict[str, float]:
+    """AUC / UAUC (all, warm, cold) from scores ``[N]`` and label ids ``[N, 3]`` = (label, user_id, warm)."""
+    scores = np.asarray(eval_prediction.predictions, dtype=np.float64).reshape(-1)
+    targets = np.asarray(eval_prediction.label_ids)
+    report = ranking_report(targets[:, 1], targets[:, 0], scores, targets[:, 2].astype(bool))
+    metrics = {}
+    for prefix, part in (("", report), ("warm_", report.get("warm") or {}), ("cold_", report.get("cold") or {})):
+        for key, value in part.items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool):  # undefined metrics are None
+                metrics[f"{prefix}{key}"] = float(value)
+    return metrics
+
+
+class CL3MRecTrainer(Trainer):
+    """Trainer for every CL3M-Rec stage; freezing is done beforehand by :func:`trainers.stages.apply_stage`.
+
+    Args:
+        item_text: ``(table [num_items, H], has_text [num_items] bool)`` — the LLM text view of every item
+            (:func:`trainers.text_representations.item_text_table`); required when
+            ``args.contrastive_weight > 0``.
+        Other arguments as ``transformers.Trainer``; ``data_collator`` is wrapped in
+        :class:`RowMetadataCollator` and ``compute_metrics`` defaults to :func:`compute_ranking_metrics`.
+    """
+
+    loss_is_scaled_for_ga = False  # compute_loss returns a per-batch mean
+
+    def __init__(self, *args, item_text: tuple[torch.Tensor, torch.Tensor] | None = None, **kwargs):
+        kwargs.setdefault("compute_metrics", compute_ranking_metrics)
+        if kwargs.get("data_collator") is None:
+            raise ValueError("CL3MRecTrainer needs a data_collator (trainers.prompt_dataset.CL3MRecCollator)")
+        kwargs["data_collator"] = RowMetadataCollator(kwargs["data_collator"])
+        super().__init__(*args, **kwargs)
+        if self.args.contrastive_weight > 0 and item_text is None:
+            raise ValueError("contrastive_weight > 0 needs item_text (the LLM text representation of every item)")
+        self.item_text = item_text
+        self._metrics = {"train": defaultdict(list), "eval": defaultdict(list)}
+
+    def _record(self, name: str, value: torch.Tensor) -> None:
+        """Append the across-process mean of ``value`` to the current mode's buffer (all ranks must call)."""
+        mode = "train" if self.model.training else "eval"
+        value = self.accelerator.gather(value.detach().float().reshape(1)).nanmean()
+        if not torch.isnan(value):
+            self._metrics[mode][name].append(value.item())
+
+    def _contrastive(self, outputs, inputs: dict) -> torch.Tensor:
+        """Mean of the item-level and user-level InfoNCE; logs their losses and top-1 accuracies."""
+        table, has_text = self.item_text
+        device = outputs.item_embeds.device
+        if table.device != device:
+            table, has_text = table.to(device), has_text.to(device)
+            self.item_text = (table, has_text)
+        item_ids = inputs["item_ids"]
+        temperature = self.args.contrastive_temperature
+        results = {"item": info_nce(outputs.item_embeds, table[item_ids], item_ids, temperature, has_text[item_ids])}
+        if inputs.get("history_item_ids") is not None:
+            user_text, user_valid = user_text_embeds(table, inputs["history_item_ids"], has_text)
+            user_ids = inputs["user_ids"]
+            results["user"] = info_nce(outputs.user_embeds, user_text, user_ids, temperature, user_valid)
+        loss = torch.stack([result.loss for result in results.values()]).mean()
+        for kind, result in results.items():
+            self._record(f"contrastive/{kind}_accuracy", result.accuracy.to(device))
+            self._record(f"loss/contrastive_{kind}", result.loss)
+        accuracies = torch.stack([result.accuracy for result in results.values()]).to(device)
+        self._record("contrastive/accuracy", accuracies.nanmean())
+        return loss
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        """``loss = BCE(score, label) + λ · InfoNCE`` (λ = ``args.contrastive_weight``); per-batch mean.
+
+        Only ``MODEL_INPUT_KEYS`` reach the model; row metadata stays behind for evaluation.
+        """
+        model_inputs = {key: inputs[key] for key in MODEL_INPUT_KEYS if inputs.get(key) is not None}
+        if "labels" not in model_inputs:
+            raise ValueError("CL3MRecTrainer.compute_loss needs 'labels' in the batch")
+        outputs = model(**model_inputs)
+        loss = outputs.loss
+        self._record("loss/rec", loss)
+        if self.args.contrastive_weight > 0:
+            if outputs.item_embeds is None:
+                raise ValueError("contrastive_weight > 0 but the batch has no CF placeholders (text-only template?)")
+            contrastive = self._contrastive(outputs, model_inputs)
+            self._record("loss/contrastive", contrastive)
+            loss = loss + self.args.contrastive_weight * contrastive
+        return (loss, outputs) if return_outputs else loss
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        """Return ``(loss, scores [B], targets [B, 3] = (label, user_id, warm))`` — only the score is kept."""
+        inputs = self._prepare_inputs(inputs)
+        with torch.no_grad(), self.compute_loss_context_manager():
+            loss, outputs = self.compute_loss(model, inputs, return_outputs=True)
+        loss = loss.detach()
+        if prediction_loss_only:
+            return loss, None, None
+        targets = torch.stack([inputs["labels"].long(), inputs[ROW_USER_KEY], inputs[ROW_WARM_KEY]], dim=-1)
+        return loss, outputs.logits.detach().float(), targets
+
+    def flush_metrics(self, mode: str) -> dict[str, float]:
+        """Averages of the buffered loss terms of ``mode`` (``eval_`` prefixed for eval); empties the buffer."""
+        metrics = {key: sum(values) / len(values) for key, values in self._metrics[mode].items() if values}
+        self._metrics[mode].clear()
+        return {f"eval_{key}": value for key, value in metrics.items()} if mode == "eval" else metrics
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        """Merge the averaged loss terms of the current mode into ``logs`` (TRL's per-mode buffer).
+
+        ``logs`` is updated in place, so the dict ``evaluate()`` returns carries them too."""
+        logs.update(self.flush_metrics("train" if self.model.training else "eval"))
+        super().log(logs, start_time)
