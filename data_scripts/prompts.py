@@ -74,7 +74,7 @@ def render_history(
     history placeholders when ``with_history_tokens``, joined by ``", "``."""
     if max_history < 0 or tokens_per_entity < 1:
         raise ValueError(f"need max_history >= 0 and tokens_per_entity >= 1, got {max_history}, {tokens_per_entity}")
-    recent = list(titles)[len(titles) - max_history :] if max_history else []
+    recent = list(titles)[max(len(titles) - max_history, 0) :] if max_history else []
     if with_history_tokens:
         recent = [f"{title} {HISTORY_TOKEN * tokens_per_entity}" for title in recent]
     return HISTORY_SEPARATOR.join(str(title) for title in recent)

@@ -42,6 +42,8 @@ def test_truncation_tokens_and_history_placeholders():
     empty = render_prompt(template, {"history_titles": [], "title": "X"}, max_history=3)
     assert "movies: . Using" in empty
     assert "movies: . Using" in render_prompt(template, ROW, max_history=0)
+    short = render_prompt(template, {"history_titles": ["A (1990)", "B (1991)"], "title": "X"}, max_history=10)
+    assert "movies: A (1990), B (1991). Using" in short  # a history shorter than max_history is kept whole
     with_tokens = render_prompt(load_template("collm_ml1m"), ROW, max_history=2, tokens_per_entity=3, with_history_tokens=True)
     assert f"Movie 10 (19910) {HISTORY_TOKEN * 3}, Movie 11 (19911) {HISTORY_TOKEN * 3}." in with_tokens
     assert with_tokens.count(USER_TOKEN) == 3 and with_tokens.count(ITEM_TOKEN) == 3

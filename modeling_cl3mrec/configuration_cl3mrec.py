@@ -1,0 +1,114 @@
+"""Configuration of the CL3M-Rec model: an LLM (``text_config``) + a CF encoder (``cf_config``) + glue.
+
+Like LLaVA's config, this one *composes* the wrapped models' own configs instead of copying their
+fields; only the glue knobs (placeholder ids, projector size, answer tokens, contrastive loss) sit at
+the top level. A dict ``text_config`` (from JSON) is rebuilt through ``CONFIG_MAPPING[d["model_type"]]``.
+"""
+
+from transformers import AutoConfig, PretrainedConfig
+from transformers.configuration_utils import SubConfigSpec
+
+from .configuration_cf import CFRecConfig
+
+ANSWER_SCORES = ("yes", "yes_minus_no")
+
+
+class CL3MRecConfig(PretrainedConfig):
+    r"""Configuration of [`CL3MRecModel`].
+
+    Args:
+        text_config (`dict` or `PretrainedConfig`): config of the LLM (any `AutoModelForCausalLM` architecture;
+            default Llama).
+        cf_config (`dict`, `CFRecConfig` or `None`): config of the collaborative encoder. `None` builds a
+            text-only model (no CF encoder, no projector; prompts must not contain placeholders).
+        tokens_per_entity (`int`, defaults to 1): LLM tokens each user / target item occupies in the prompt.
+        projector_hidden_factor (`int`, defaults to 10): projector width is `factor * cf_config.hidden_size`.
+        user_token_id / item_token_id / history_token_id (`int`): ids of the placeholder special tokens
+            `<|user_emb|>`, `<|item_emb|>`, `<|hist_emb|>`. They may be >= the LLM vocabulary size. User and item
+            ids are required when `cf_config` is set; the history id when `use_history_embeddings` is also set.
+        yes_token_id / no_token_id (`int`): the answer tokens; the score is read from their LM-head rows.
+        use_history_embeddings (`bool`): fill `<|hist_emb|>` placeholders with projected history-item embeddings.
+        max_history (`int`, defaults to 10): most recent history items rendered in a prompt.
+        prompt_template / text_prompt_template (`str`): template text used with / without CF placeholders.
+        contrastive_weight (`float`): weight of the contrastive (CF vs. language view) loss in training.
+        contrastive_temperature (`float`, > 0): temperature of that InfoNCE loss.
+        answer_score (`"yes"` or `"yes_minus_no"`): the score is the "Yes" logit (as CoLLM) or "Yes" − "No".
+    """
+
+    model_type = "cl3mrec"
+    sub_configs_defaults = {
+        "text_config": SubConfigSpec(config_class=AutoConfig, model_type="llama"),
+        "cf_config": SubConfigSpec(config_class=CFRecConfig, optional=True),
+    }
+
+    text_config: dict | PretrainedConfig | None = None
+    cf_config: dict | PretrainedConfig | None = None
+    tokens_per_entity: int = 1
+    projector_hidden_factor: int = 10
+    user_token_id: int | None = None
+    item_token_id: int | None = None
+    history_token_id: int | None = None
+    yes_token_id: int | None = None
+    no_token_id: int | None = None
+    use_history_embeddings: bool = False
+    max_history: int = 10
+    prompt_template: str | None = None
+    text_prompt_template: str | None = None
+    contrastive_weight: float = 0.0
+    contrastive_temperature: float = 0.1
+    answer_score: str = "yes"
+    tie_word_embeddings: bool = False
+
+    def __post_init__(self, **kwargs):
+        super().__post_init__(**kwargs)
+        # The LLM ties its own embeddings (per text_config); this flag only mirrors it, as in LLaVA.
+        if not self.tie_word_embeddings and getattr(self.text_config, "tie_word_embeddings", False):
+            self.tie_word_embeddings = True
+        self._validate_glue()
+
+    @property
+    def use_cf(self) -> bool:
+        """Whether the model has a collaborative encoder and CF placeholders."""
+        return self.cf_config is not None
+
+    def _validate_glue(self) -> None:
+        if self.tokens_per_entity < 1:
+            raise ValueError(f"CL3MRecConfig.tokens_per_entity must be >= 1, got {self.tokens_per_entity}")
+        if self.projector_hidden_factor < 1:
+            raise ValueError(
+                f"CL3MRecConfig.projector_hidden_factor must be >= 1, got {self.projector_hidden_factor}"
+            )
+        if self.max_history < 0:
+            raise ValueError(f"CL3MRecConfig.max_history must be >= 0, got {self.max_history}")
+        if self.answer_score not in ANSWER_SCORES:
+            raise ValueError(f"CL3MRecConfig.answer_score must be one of {ANSWER_SCORES}, got {self.answer_score!r}")
+        if self.contrastive_temperature <= 0:
+            raise ValueError(
+                f"CL3MRecConfig.contrastive_temperature must be > 0, got {self.contrastive_temperature}"
+            )
+        if self.contrastive_weight < 0:
+            raise ValueError(f"CL3MRecConfig.contrastive_weight must be >= 0, got {self.contrastive_weight}")
+        if self.yes_token_id is not None and self.yes_token_id == self.no_token_id:
+            raise ValueError(
+                f"CL3MRecConfig.yes_token_id and no_token_id must differ, both are {self.yes_token_id}"
+            )
+        if self.answer_score == "yes_minus_no" and self.yes_token_id is not None and self.no_token_id is None:
+            raise ValueError("CL3MRecConfig.no_token_id is required when answer_score='yes_minus_no'")
+        if self.use_cf:
+            required = ["user_token_id", "item_token_id"]
+            if self.use_history_embeddings:
+                required.append("history_token_id")
+            missing = [name for name in required if getattr(self, name) is None]
+            if missing:
+                raise ValueError(
+                    f"CL3MRecConfig: {', '.join(missing)} must be set when cf_config is given "
+                    "(add the placeholder tokens to the tokenizer first)"
+                )
+            placeholder_ids = [getattr(self, name) for name in required]
+            if len(set(placeholder_ids)) != len(placeholder_ids):
+                raise ValueError(f"CL3MRecConfig: placeholder ids {required} must differ, got {placeholder_ids}")
+        elif self.use_history_embeddings:
+            raise ValueError("CL3MRecConfig.use_history_embeddings needs a cf_config (history embeddings come from it)")
+
+
+__all__ = ["CL3MRecConfig"]

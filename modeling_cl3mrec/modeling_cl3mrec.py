@@ -1,0 +1,266 @@
+"""CL3M-Rec / CoLLM-style recommender: an LLM reads a prompt in which CF embeddings fill placeholder tokens.
+
+Shaped after transformers' LLaVA: a projector maps collaborative (CF) embeddings into the LLM token space,
+placeholder tokens in ``input_ids`` are replaced with ``masked_scatter`` after checking the counts, and the
+model answers "Yes"/"No". Only the answer position's hidden state meets the LM head, and only the
+"Yes"/"No" rows of its weight (never full-vocabulary logits).
+
+References: CoLLM (Zhang et al., arXiv 2310.19488); CL3M-Rec (contrastive alignment of CF and language views).
+
+Cold and unknown ids are the CF encoder's business (see ``collaborative_encoders.py``): in-range ids unseen in
+training map to row 0 (mean of warm rows); out-of-range ids raise a ``ValueError`` naming the id and table size.
+"""
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from transformers import AutoModelForCausalLM, PreTrainedModel
+from transformers import initialization as init
+from transformers.utils import ModelOutput
+
+from .collaborative_encoders import build_collaborative_encoder, init_cf_weights
+from .configuration_cl3mrec import CL3MRecConfig
+
+
+@dataclass
+class CL3MRecOutput(ModelOutput):
+    """Output of [`CL3MRecModel`]. B = batch, H = LLM hidden size, d = CF hidden size.
+
+    Args:
+        loss: BCE-with-logits of `logits` against `labels` (only when labels are given).
+        logits `[B]`: the recommendation score ("Yes" logit, or "Yes" − "No" per `config.answer_score`).
+        yes_logits / no_logits `[B]`: the two answer logits at the last prompt position.
+        answer_hidden_states `[B, H]`: the decoder's (final-normed) hidden state at the last position.
+        user_embeds / item_embeds `[B, H]`: projected CF embeddings (first token of each entity); None when
+            the batch has no CF ids.
+        cf_user_embeds / cf_item_embeds `[B, d]`: the raw CF embeddings.
+    """
+
+    loss: torch.FloatTensor | None = None
+    logits: torch.FloatTensor | None = None
+    yes_logits: torch.FloatTensor | None = None
+    no_logits: torch.FloatTensor | None = None
+    answer_hidden_states: torch.FloatTensor | None = None
+    user_embeds: torch.FloatTensor | None = None
+    item_embeds: torch.FloatTensor | None = None
+    cf_user_embeds: torch.FloatTensor | None = None
+    cf_item_embeds: torch.FloatTensor | None = None
+
+
+class CL3MRecProjector(nn.Module):
+    """Linear(d, factor·d) → ReLU → Linear(factor·d, H·k): one CF vector to k LLM token embeddings.
+
+    Shape:
+        input `[..., d]` → output `[..., k, H]` (k = `tokens_per_entity`).
+    """
+
+    def __init__(self, config: CL3MRecConfig):
+        super().__init__()
+        cf_hidden = config.cf_config.hidden_size
+        self.tokens_per_entity = config.tokens_per_entity
+        self.hidden_size = config.text_config.hidden_size
+        self.linear_1 = nn.Linear(cf_hidden, config.projector_hidden_factor * cf_hidden)
+        self.act = nn.ReLU()
+        self.linear_2 = nn.Linear(config.projector_hidden_factor * cf_hidden, self.hidden_size * self.tokens_per_entity)
+
+    def forward(self, cf_embeds: torch.Tensor) -> torch.Tensor:
+        hidden = self.linear_2(self.act(self.linear_1(cf_embeds)))
+        return hidden.view(*cf_embeds.shape[:-1], self.tokens_per_entity, self.hidden_size)
+
+
+class CL3MRecPreTrainedModel(PreTrainedModel):
+    config_class = CL3MRecConfig
+    config: CL3MRecConfig
+    base_model_prefix = "cl3mrec"
+    main_input_name = "input_ids"
+    supports_gradient_checkpointing = True
+    # The decoder layers are collected from the language model in `post_init`.
+    _no_split_modules = ["CL3MRecProjector"]
+    _supports_sdpa = True
+    _supports_flash_attn = True
+    _supports_flex_attn = True
+    _supports_attention_backend = True
+
+    def _init_weights(self, module: nn.Module) -> None:
+        """Initialise fresh projector and CF weights (the LLM uses its own `_init_weights`).
+
+        transformers 5 re-runs this on load; `transformers.initialization` functions skip parameters flagged as
+        loaded, and modules already initialised are skipped, so loaded projector / CF tables survive.
+        """
+        if getattr(module, "_is_hf_initialized", False):
+            return
+        cf_encoder = getattr(self, "cf_encoder", None)
+        if cf_encoder is not None and any(module is cf_module for cf_module in cf_encoder.modules()):
+            init_cf_weights(module, self.config.cf_config.initializer_range)
+        elif isinstance(module, CL3MRecProjector):
+            std = getattr(self.config.text_config, "initializer_range", 0.02)
+            for linear in (module.linear_1, module.linear_2):
+                init.normal_(linear.weight, mean=0.0, std=std)
+                init.zeros_(linear.bias)
+
+
+class CL3MRecModel(CL3MRecPreTrainedModel):
+    """LLM + CF encoder + projector scoring "does the user like the item?" at the last prompt token.
+
+    Attributes:
+        language_model: `AutoModelForCausalLM.from_config(config.text_config)`.
+        cf_encoder: `build_collaborative_encoder(config.cf_config)` (None for a text-only model).
+        projector: [`CL3MRecProjector`] (None for a text-only model).
+    """
+
+    def __init__(self, config: CL3MRecConfig):
+        super().__init__(config)
+        if config.yes_token_id is None:
+            raise ValueError("CL3MRecConfig.yes_token_id must be set to build CL3MRecModel")
+        if config.answer_score == "yes_minus_no" and config.no_token_id is None:
+            raise ValueError("CL3MRecConfig.no_token_id must be set when answer_score='yes_minus_no'")
+        self.language_model = AutoModelForCausalLM.from_config(config.text_config)
+        if config.use_cf:
+            self.cf_encoder = build_collaborative_encoder(config.cf_config)
+            self.projector = CL3MRecProjector(config)
+        else:
+            self.cf_encoder = None
+            self.projector = None
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.language_model.get_input_embeddings()
+
+    def set_input_embeddings(self, value: nn.Module) -> None:
+        self.language_model.set_input_embeddings(value)
+
+    def get_output_embeddings(self) -> nn.Module:
+        return self.language_model.get_output_embeddings()
+
+    def get_decoder(self) -> nn.Module:
+        """The LLM without its LM head (e.g. `LlamaModel`), whose output is already final-normed."""
+        return self.language_model.get_decoder()
+
+    def _placeholder_ids(self) -> list[int]:
+        ids = [self.config.user_token_id, self.config.item_token_id, self.config.history_token_id]
+        return [i for i in ids if i is not None]
+
+    def _check_counts(self, mask: torch.Tensor, expected: torch.Tensor, kind: str) -> None:
+        """Raise unless each row holds `expected[b]` placeholders of `kind` (mask `[B, T]`, expected `[B]`)."""
+        found = mask.sum(dim=1)
+        if not torch.equal(found, expected.to(found)):
+            bad = int((found != expected.to(found)).nonzero()[0, 0])
+            raise ValueError(
+                f"{kind} placeholder tokens do not match {kind} embeddings in batch row {bad}: "
+                f"tokens {int(found[bad])}, embeddings {int(expected[bad])} "
+                f"(totals: tokens {int(found.sum())}, embeddings {int(expected.sum())})"
+            )
+
+    def _embed_inputs(self, input_ids, user_ids, item_ids, history_item_ids):
+        """Token embeddings `[B, T, H]` with CF placeholders filled; also returns the CF outputs."""
+        placeholder_mask = torch.zeros_like(input_ids, dtype=torch.bool)
+        for token_id in self._placeholder_ids():
+            placeholder_mask |= input_ids == token_id
+        inputs_embeds = self.get_input_embeddings()(input_ids.masked_fill(placeholder_mask, 0))
+        batch = input_ids.shape[0]
+        no_cf = {"user_embeds": None, "item_embeds": None, "cf_user_embeds": None, "cf_item_embeds": None}
+
+        if user_ids is None or item_ids is None:
+            if placeholder_mask.any():
+                raise ValueError(
+                    f"input_ids contain {int(placeholder_mask.sum())} CF placeholder tokens but user_ids / item_ids "
+                    "were not given"
+                )
+            return inputs_embeds, no_cf
+        if self.cf_encoder is None:
+            raise ValueError("user_ids / item_ids were given but this CL3MRecModel has no cf_config (text-only)")
+        if history_item_ids is None:
+            history_item_ids = user_ids.new_zeros(batch, 1)
+
+        cf_user, cf_item = self.cf_encoder.encode(user_ids, item_ids, history_item_ids)  # [B, d] each
+        dtype = inputs_embeds.dtype
+        user_tokens = self.projector(cf_user)  # [B, k, H]
+        item_tokens = self.projector(cf_item)  # [B, k, H]
+        k = self.config.tokens_per_entity
+        fills = [("user", self.config.user_token_id, user_tokens, torch.full((batch,), k))]
+        fills.append(("item", self.config.item_token_id, item_tokens, torch.full((batch,), k)))
+        if self.config.use_history_embeddings:
+            keep = history_item_ids != 0  # [B, L], left-padded: order of kept ids = prompt order
+            history_tokens = self.projector(self.cf_encoder.encode_items(history_item_ids[keep]))  # [N, k, H]
+            fills.append(("history", self.config.history_token_id, history_tokens, keep.sum(dim=1).cpu() * k))
+        filled = torch.zeros_like(placeholder_mask)
+        for kind, token_id, features, expected in fills:
+            mask = input_ids == token_id
+            self._check_counts(mask.cpu(), expected, kind)
+            inputs_embeds = inputs_embeds.masked_scatter(mask.unsqueeze(-1), features.to(dtype).reshape(-1))
+            filled |= mask
+        if (placeholder_mask & ~filled).any():
+            raise ValueError(
+                f"input_ids contain {int((placeholder_mask & ~filled).sum())} history placeholder tokens but "
+                "config.use_history_embeddings is False"
+            )
+        cf_outputs = {
+            "user_embeds": user_tokens[:, 0],
+            "item_embeds": item_tokens[:, 0],
+            "cf_user_embeds": cf_user,
+            "cf_item_embeds": cf_item,
+        }
+        return inputs_embeds, cf_outputs
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor,
+        attention_mask: torch.Tensor | None = None,
+        user_ids: torch.LongTensor | None = None,
+        item_ids: torch.LongTensor | None = None,
+        history_item_ids: torch.LongTensor | None = None,
+        labels: torch.Tensor | None = None,
+        **kwargs,
+    ) -> CL3MRecOutput:
+        """Score left-padded prompts.
+
+        Args:
+            input_ids `[B, T]`: left-padded prompt ids, ending right before the answer.
+            attention_mask `[B, T]`: 1 for prompt tokens, 0 for left padding.
+            user_ids / item_ids `[B]`: CF ids (only with placeholder prompts).
+            history_item_ids `[B, L]`: history item ids, left-padded with 0, most recent last.
+            labels `[B]`: 1 = liked; gives `loss` (BCE with logits).
+        """
+        inputs_embeds, cf_outputs = self._embed_inputs(input_ids, user_ids, item_ids, history_item_ids)
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        # Positions count real tokens only, so a prompt's score does not depend on its padding.
+        position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+        decoder_outputs = self.get_decoder()(
+            inputs_embeds=inputs_embeds,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            use_cache=False,
+            **kwargs,
+        )
+        answer_hidden = decoder_outputs.last_hidden_state[:, -1]  # [B, H]
+        lm_head = self.get_output_embeddings()
+        no_token_id = self.config.yes_token_id if self.config.no_token_id is None else self.config.no_token_id
+        answer_ids = [self.config.yes_token_id, no_token_id]
+        answer_logits = answer_hidden @ lm_head.weight[answer_ids].T  # [B, 2]
+        if getattr(lm_head, "bias", None) is not None:
+            answer_logits = answer_logits + lm_head.bias[answer_ids]
+        answer_logits = answer_logits.float()
+        yes_logits, no_logits = answer_logits[:, 0], answer_logits[:, 1]
+        logits = yes_logits - no_logits if self.config.answer_score == "yes_minus_no" else yes_logits
+        if self.config.no_token_id is None:
+            no_logits = None
+
+        loss = None
+        if labels is not None:
+            loss = nn.functional.binary_cross_entropy_with_logits(logits, labels.to(logits.device).float())
+        return CL3MRecOutput(
+            loss=loss,
+            logits=logits,
+            yes_logits=yes_logits,
+            no_logits=no_logits,
+            answer_hidden_states=answer_hidden,
+            **cf_outputs,
+        )
+
+
+CL3MRecConfig.register_for_auto_class("AutoConfig")
+CL3MRecModel.register_for_auto_class("AutoModel")
+
+__all__ = ["CL3MRecModel", "CL3MRecOutput", "CL3MRecPreTrainedModel", "CL3MRecProjector"]

@@ -1,0 +1,110 @@
+"""Shared fixtures: tiny random LLMs with locally built tokenizers, a tiny prompt dataset, CL3M-Rec builders.
+
+Nothing is downloaded; every model is random and small (hidden 64, 2 layers), built once per session.
+
+Fixtures:
+    tiny_llm_dirs -> {"llama": Path, "qwen2": Path}: saved `AutoModelForCausalLM` + tokenizer directories.
+    tiny_llama_dir / tiny_qwen2_dir -> Path: one of them.
+    tiny_tokenizer: the Llama directory's tokenizer (byte-level BPE; "Yes"/"No" are single tokens).
+    tiny_rows -> datasets.Dataset: 24 rows in the `data_scripts.schema` format (users 1..5, items 1..12;
+        history lengths 0, 5, 6, 7).
+    make_tiny_cf_config(encoder_type="mf", **overrides) -> CFRecConfig sized for `tiny_rows`.
+    make_cl3mrec(arch="llama", encoder_type="mf" | None, **build_kwargs) -> (CL3MRecModel, tokenizer), built
+        with `trainers.llm_loading.build_cl3mrec` and the bundled CoLLM / TALLRec ML-1M templates;
+        `encoder_type=None` gives a text-only model.
+"""
+
+import pytest
+import torch
+
+NUM_USERS = 6
+NUM_ITEMS = 13
+
+
+def _title(item_id: int) -> str:
+    return f"Movie {item_id} ({1980 + item_id})"
+
+
+@pytest.fixture(scope="session")
+def tiny_llm_dirs(tmp_path_factory):
+    from trainers.tiny_llm import DEFAULT_TEXTS, build_tiny_llm
+
+    root = tmp_path_factory.mktemp("tiny_llms")
+    texts = list(DEFAULT_TEXTS) + [_title(i) for i in range(1, NUM_ITEMS)]
+    return {arch: build_tiny_llm(root / arch, arch=arch, texts=texts) for arch in ("llama", "qwen2")}
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_dir(tiny_llm_dirs):
+    return tiny_llm_dirs["llama"]
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen2_dir(tiny_llm_dirs):
+    return tiny_llm_dirs["qwen2"]
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer(tiny_llama_dir):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(tiny_llama_dir)
+
+
+@pytest.fixture(scope="session")
+def tiny_rows():
+    from datasets import Dataset
+
+    from data_scripts.schema import FEATURES
+
+    generator = torch.Generator().manual_seed(0)
+    rows = {name: [] for name in FEATURES}
+    for index in range(24):
+        user_id = 1 + index % (NUM_USERS - 1)
+        item_id = 1 + int(torch.randint(NUM_ITEMS - 1, (1,), generator=generator))
+        history = [1 + (user_id + step) % (NUM_ITEMS - 1) for step in range((0, 5, 6, 7)[index % 4])]
+        rows["user_id"].append(user_id)
+        rows["item_id"].append(item_id)
+        rows["label"].append(int(torch.rand(1, generator=generator) < 0.5))
+        rows["timestamp"].append(1_000_000 + index)
+        rows["history_item_ids"].append(history)
+        rows["history_titles"].append([_title(i) for i in history])
+        rows["title"].append(_title(item_id))
+        rows["user_warm"].append(True)
+        rows["item_warm"].append(True)
+        rows["warm"].append(True)
+    return Dataset.from_dict(rows, features=FEATURES)
+
+
+@pytest.fixture(scope="session")
+def make_tiny_cf_config():
+    from modeling_cl3mrec import CFRecConfig
+
+    def make(encoder_type: str = "mf", **overrides):
+        fields = {"num_users": NUM_USERS, "num_items": NUM_ITEMS, "hidden_size": 8, "max_history": 5}
+        fields.update(num_heads=2, num_layers=1, attention_hidden_sizes=[8], mlp_hidden_sizes=[8], dropout=0.0)
+        fields.update(overrides)
+        return CFRecConfig(encoder_type=encoder_type, **fields)
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def make_cl3mrec(tiny_llm_dirs, make_tiny_cf_config):
+    from data_scripts.prompts import load_template
+    from trainers.llm_loading import build_cl3mrec
+
+    def make(arch: str = "llama", encoder_type: str | None = "mf", seed: int = 0, **build_kwargs):
+        torch.manual_seed(seed)
+        build_kwargs.setdefault("max_history", 5)
+        cf_config = make_tiny_cf_config(encoder_type) if encoder_type is not None else None
+        model, tokenizer = build_cl3mrec(
+            tiny_llm_dirs[arch],
+            cf_config=cf_config,
+            prompt_template=load_template("collm_ml1m"),
+            text_prompt_template=load_template("tallrec_ml1m"),
+            **build_kwargs,
+        )
+        return model.eval(), tokenizer
+
+    return make

@@ -1,0 +1,69 @@
+"""Prompt tokenisation, the left-padding collator and the batch scorer."""
+
+import numpy as np
+import pytest
+import torch
+
+from trainers.llm_scoring import CL3MRecScorer
+from trainers.prompt_dataset import CL3MRecCollator, length_grouped_batches, tokenize_dataset
+
+
+def test_tokenize_dataset_columns_and_history(make_cl3mrec, tiny_rows):
+    model, tokenizer = make_cl3mrec("llama", "mf", use_history_embeddings=True, max_history=3)
+    tokenized = tokenize_dataset(tiny_rows, tokenizer, model.config, with_ids=True)
+    columns = {"input_ids", "user_id", "item_id", "history_item_ids", "label", "warm", "length"}
+    assert set(tokenized.column_names) == columns
+    for row, source in zip(tokenized, tiny_rows):
+        assert row["history_item_ids"] == source["history_item_ids"][-3:]
+        assert row["length"] == len(row["input_ids"])
+        assert row["input_ids"].count(model.config.history_token_id) == len(row["history_item_ids"])
+        assert row["input_ids"].count(model.config.user_token_id) == 1
+
+
+def test_short_history_renders_every_item(make_cl3mrec, tiny_rows):
+    """Histories shorter than max_history keep all their items (one placeholder each)."""
+    model, tokenizer = make_cl3mrec("llama", "mf", use_history_embeddings=True, max_history=10)
+    rows = tiny_rows.filter(lambda row: 0 < len(row["history_item_ids"]) < 10)
+    tokenized = tokenize_dataset(rows, tokenizer, model.config, with_ids=True)
+    counts = [ids.count(model.config.history_token_id) for ids in tokenized["input_ids"]]
+    assert counts == [len(ids) for ids in rows["history_item_ids"]]
+
+
+def test_collator_left_pads(make_cl3mrec, tiny_rows):
+    model, tokenizer = make_cl3mrec("llama", "mf")
+    tokenized = tokenize_dataset(tiny_rows.select(range(4)), tokenizer, model.config, with_ids=True)
+    batch = CL3MRecCollator(tokenizer, max_history=2)(list(tokenized))
+    lengths = tokenized["length"]
+    assert batch["input_ids"].shape == (4, max(lengths))
+    assert batch["attention_mask"].sum(1).tolist() == lengths
+    assert (batch["attention_mask"][:, -1] == 1).all()
+    assert (batch["input_ids"][batch["attention_mask"] == 0] == tokenizer.pad_token_id).all()
+    assert batch["labels"].dtype == torch.float32
+    assert batch["history_item_ids"].shape == (4, 2)
+    assert batch["history_item_ids"][0].tolist() == [0, 0]  # empty history: all padding
+    assert batch["history_item_ids"][1].tolist() == tiny_rows[1]["history_item_ids"][-2:]
+    text_batch = CL3MRecCollator(tokenizer, max_history=2, with_ids=False)(list(tokenized))
+    assert set(text_batch) == {"input_ids", "attention_mask", "labels"}
+
+
+def test_length_grouped_batches():
+    batches = length_grouped_batches([3, 9, 1, 7, 5], batch_size=2)
+    assert batches == [[1, 3], [4, 0], [2]]
+    with pytest.raises(ValueError, match="batch_size"):
+        length_grouped_batches([1], 0)
+
+
+@pytest.mark.parametrize("encoder_type", [None, "mf"])
+def test_scorer_keeps_row_order(make_cl3mrec, tiny_rows, encoder_type):
+    model, tokenizer = make_cl3mrec("qwen2", encoder_type)
+    scorer = CL3MRecScorer(model, tokenizer, batch_size=5, use_bf16=False, show_progress=False)
+    scores = scorer.score(tiny_rows)
+    assert scores.shape == (len(tiny_rows),) and scorer.last_rows_per_second > 0
+    with_ids = encoder_type is not None
+    tokenized = tokenize_dataset(tiny_rows, tokenizer, model.config, with_ids=with_ids)
+    collator = CL3MRecCollator(tokenizer, model.config.max_history, with_ids=with_ids)
+    with torch.no_grad():
+        one_by_one = [float(model(**collator([row])).logits) for row in tokenized]
+    np.testing.assert_allclose(scores, one_by_one, atol=1e-5)
+    bf16 = CL3MRecScorer(model, tokenizer, batch_size=5, use_bf16=True, show_progress=False).score(tiny_rows)
+    np.testing.assert_allclose(bf16, scores, atol=0.05)

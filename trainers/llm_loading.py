@@ -1,0 +1,179 @@
+"""Assemble a CL3M-Rec model around a pretrained LLM, add LoRA, and export a merged model.
+
+`build_cl3mrec` loads the LLM once with `AutoModelForCausalLM.from_pretrained` (4-bit NF4 for QLoRA on CUDA),
+adds the placeholder special tokens to the tokenizer (ids may exceed the LLM vocabulary: the model masks them
+before the embedding lookup, so no resize), and copies pretrained CF weights from a `CFRecModel` directory.
+"""
+
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from data_scripts.prompts import HISTORY_TOKEN, ITEM_TOKEN, USER_TOKEN
+from modeling_cl3mrec import CFRecConfig, CFRecModel, CL3MRecConfig, CL3MRecModel
+from modeling_cl3mrec.collaborative_encoders import build_collaborative_encoder
+from modeling_cl3mrec.modeling_cl3mrec import CL3MRecProjector
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+def answer_token_id(tokenizer, word: str) -> int:
+    """The single token id of `word` (e.g. "Yes"); raises if the tokenizer splits it."""
+    ids = tokenizer(word, add_special_tokens=False)["input_ids"]
+    if len(ids) != 1:
+        raise ValueError(f"answer word {word!r} is not a single token for this tokenizer (got ids {ids})")
+    return ids[0]
+
+
+def _quantization_config(quantization: str | None):
+    if quantization is None:
+        return None
+    if quantization != "nf4":
+        raise ValueError(f"quantization must be None or 'nf4', got {quantization!r}")
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError as error:
+        raise ValueError("quantization='nf4' needs the bitsandbytes package (pip install 'cl3mrec[gpu]')") from error
+    if not torch.cuda.is_available():
+        raise ValueError("quantization='nf4' (QLoRA) needs a CUDA GPU; none is available")
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16)
+
+
+def build_cl3mrec(
+    llm_path,
+    cf_model_dir=None,
+    cf_config: CFRecConfig | None = None,
+    prompt_template: str | None = None,
+    text_prompt_template: str | None = None,
+    tokens_per_entity: int = 1,
+    use_history_embeddings: bool = False,
+    max_history: int = 10,
+    answer_words: tuple[str, str] = ("Yes", "No"),
+    answer_score: str = "yes",
+    quantization: str | None = None,
+    dtype: torch.dtype | str = torch.float32,
+    **config_kwargs,
+):
+    """Build `(CL3MRecModel, tokenizer)` around the LLM at `llm_path`.
+
+    Args:
+        llm_path: directory (or hub id already in the local cache) of an `AutoModelForCausalLM` + tokenizer.
+        cf_model_dir: a saved `CFRecModel`; its config and weights are copied into the model.
+        cf_config: a `CFRecConfig` for a freshly initialised CF encoder (ignored when `cf_model_dir` is given).
+            With neither, the model is text-only (no placeholders, no projector).
+        prompt_template / text_prompt_template: template texts stored in the config (see `data_scripts.prompts`).
+        answer_words: the "Yes" / "No" words; each must be one token.
+        quantization: None or "nf4" (QLoRA; CUDA + bitsandbytes only).
+        dtype: dtype of the LLM weights; the projector and CF encoder stay float32.
+        config_kwargs: further `CL3MRecConfig` glue fields (e.g. `contrastive_weight`).
+    """
+    tokenizer = AutoTokenizer.from_pretrained(llm_path)
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+    if tokenizer.pad_token is None:
+        raise ValueError(f"tokenizer at {llm_path} has no pad, eos or unk token to pad with")
+
+    cf_model = CFRecModel.from_pretrained(cf_model_dir) if cf_model_dir is not None else None
+    if cf_model is not None:
+        cf_config = cf_model.config
+    placeholder_ids = {}
+    if cf_config is not None:
+        tokens = [USER_TOKEN, ITEM_TOKEN] + ([HISTORY_TOKEN] if use_history_embeddings else [])
+        tokenizer.add_tokens(tokens, special_tokens=True)
+        placeholder_ids = {
+            "user_token_id": tokenizer.convert_tokens_to_ids(USER_TOKEN),
+            "item_token_id": tokenizer.convert_tokens_to_ids(ITEM_TOKEN),
+        }
+        if use_history_embeddings:
+            placeholder_ids["history_token_id"] = tokenizer.convert_tokens_to_ids(HISTORY_TOKEN)
+
+    if isinstance(dtype, str):
+        dtype = getattr(torch, dtype)
+    llm = AutoModelForCausalLM.from_pretrained(
+        llm_path, dtype=dtype, quantization_config=_quantization_config(quantization)
+    )
+    config = CL3MRecConfig(
+        text_config=llm.config,
+        cf_config=cf_config,
+        tokens_per_entity=tokens_per_entity,
+        use_history_embeddings=use_history_embeddings,
+        max_history=max_history,
+        prompt_template=prompt_template,
+        text_prompt_template=text_prompt_template,
+        yes_token_id=answer_token_id(tokenizer, answer_words[0]),
+        no_token_id=answer_token_id(tokenizer, answer_words[1]),
+        answer_score=answer_score,
+        **placeholder_ids,
+        **config_kwargs,
+    )
+    # Build the shell on the meta device (no second random LLM), then plug in the real parts.
+    with torch.device("meta"):
+        model = CL3MRecModel(config)
+    model.language_model = llm
+    if config.use_cf:
+        model.cf_encoder = cf_model.encoder if cf_model is not None else build_collaborative_encoder(cf_config)
+        model.projector = CL3MRecProjector(config)
+        model._init_weights(model.projector)
+    model.to(llm.device)
+    logger.info(
+        "built CL3M-Rec on %s (cf: %s, placeholders: %s, yes/no ids %d/%d)",
+        llm_path,
+        cf_config.encoder_type if cf_config is not None else "none (text-only)",
+        placeholder_ids or "none",
+        config.yes_token_id,
+        config.no_token_id,
+    )
+    return model, tokenizer
+
+
+def lora_target_regex(target_modules=DEFAULT_LORA_TARGETS) -> str:
+    """A regex that matches only the LLM's linear layers named in `target_modules` (never projector / CF / head)."""
+    names = "|".join(target_modules)
+    return rf"language_model\.(?:.*\.)?(?:{names})"
+
+
+def add_lora(model: CL3MRecModel, r: int = 8, alpha: int = 16, dropout: float = 0.05, target_modules=None):
+    """Wrap `model` with LoRA on the LLM; projector and CF encoder are trained fully and saved (modules_to_save)."""
+    from peft import LoraConfig, get_peft_model
+
+    modules_to_save = [name for name in ("projector", "cf_encoder") if getattr(model, name, None) is not None]
+    lora_config = LoraConfig(
+        r=r,
+        lora_alpha=alpha,
+        lora_dropout=dropout,
+        target_modules=lora_target_regex(target_modules or DEFAULT_LORA_TARGETS),
+        modules_to_save=modules_to_save or None,
+        bias="none",
+    )
+    return get_peft_model(model, lora_config)
+
+
+def export_merged(peft_model, tokenizer, out_dir) -> Path:
+    """Merge LoRA into the LLM and save a plain `CL3MRecModel` (safetensors) + tokenizer, atomically.
+
+    Note: `merge_and_unload` modifies `peft_model`'s base model in place.
+    """
+    merged = peft_model.merge_and_unload() if hasattr(peft_model, "merge_and_unload") else peft_model
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        merged.save_pretrained(tmp_dir, safe_serialization=True)
+        tokenizer.save_pretrained(tmp_dir)
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        os.replace(tmp_dir, out_dir)
+    finally:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+    logger.info("merged CL3M-Rec model written to %s", out_dir)
+    return out_dir
