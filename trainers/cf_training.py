@@ -1,0 +1,292 @@
+"""Training collaborative encoders (``CFRecModel``) with BCE, early stopping on a validation AUC.
+
+The YAML of ``configs/cf/<name>.yaml`` (see :func:`load_cf_yaml`) names the data, the model fields
+(:class:`CFRecConfig`), the optimiser and the stopping rule; ``search:`` optionally lists a small grid
+that ``cl3mrec cf tune`` explores (``cf train`` uses the fixed values only).
+"""
+
+import copy
+import itertools
+import json
+import logging
+import os
+import random
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import pyarrow as pa
+import torch
+import yaml
+from datasets import Dataset
+from tqdm.auto import tqdm
+
+from modeling_cl3mrec.configuration_cf import CFRecConfig
+from modeling_cl3mrec.modeling_cf import CFRecModel
+from trainers.metrics import auc, ranking_report
+
+logger = logging.getLogger(__name__)
+
+TRAIN_DEFAULTS = {
+    "lr": 1e-3,
+    "weight_decay": 0.0,
+    "bias_weight_decay": None,
+    "batch_size": 1024,
+    "epochs": 50,
+    "patience": 5,
+    "selection_split": "valid",
+}
+REPORT_SPLITS = ("valid", "valid_small")
+BIAS_PARAMETERS = ("encoder.global_bias", "encoder.user_bias.weight", "encoder.item_bias.weight")
+
+
+@dataclass
+class CFTensors:
+    """One split as tensors: ``user_ids [N]``, ``item_ids [N]``, ``history_item_ids [N, L]`` (left-padded
+    with 0, most recent last), ``labels [N]`` (float 0/1), ``warm [N]`` (bool)."""
+
+    user_ids: torch.LongTensor
+    item_ids: torch.LongTensor
+    history_item_ids: torch.LongTensor
+    labels: torch.FloatTensor
+    warm: torch.BoolTensor
+
+    def __len__(self) -> int:
+        return int(self.user_ids.shape[0])
+
+    def batch(self, index: torch.LongTensor) -> dict:
+        """The rows ``index [B]`` as ``CFRecModel.forward`` keyword arguments (with ``labels``)."""
+        return {
+            "user_ids": self.user_ids[index],
+            "item_ids": self.item_ids[index],
+            "history_item_ids": self.history_item_ids[index],
+            "labels": self.labels[index],
+        }
+
+
+def pad_histories(histories: pa.Array, max_history: int) -> np.ndarray:
+    """Keep the ``max_history`` most recent ids of each list and left-pad with 0 → ``[N, max_history]``.
+
+    Vectorised over the Arrow list offsets (no per-row Python loop).
+    """
+    if isinstance(histories, pa.ChunkedArray):
+        histories = histories.combine_chunks()
+    offsets = histories.offsets.to_numpy().astype(np.int64)  # [N + 1], absolute into .values
+    values = histories.values.to_numpy(zero_copy_only=False).astype(np.int64)
+    ends = offsets[1:]
+    lengths = np.minimum(ends - offsets[:-1], max_history)  # [N]
+    slots = np.arange(max_history)[None, :]  # [1, L]
+    index = ends[:, None] - max_history + slots  # [N, L]
+    valid = slots >= (max_history - lengths)[:, None]
+    out = np.zeros((len(ends), max_history), dtype=np.int64)
+    out[valid] = values[index[valid]]
+    return out
+
+
+def dataset_to_tensors(dataset: Dataset, max_history: int) -> CFTensors:
+    """Convert a split in the ``data_scripts.schema`` format into :class:`CFTensors` (row order kept)."""
+    for column in ("user_id", "item_id", "label", "history_item_ids"):
+        if column not in dataset.column_names:
+            raise ValueError(f"dataset has no column '{column}' (found {dataset.column_names})")
+    table = dataset.with_format("arrow")[:]
+    column = lambda name: table.column(name).to_numpy()  # noqa: E731
+    warm = column("warm") if "warm" in table.column_names else np.ones(table.num_rows, dtype=bool)
+    return CFTensors(
+        user_ids=torch.tensor(column("user_id"), dtype=torch.long),
+        item_ids=torch.tensor(column("item_id"), dtype=torch.long),
+        history_item_ids=torch.tensor(pad_histories(table.column("history_item_ids"), max_history)),
+        labels=torch.tensor(column("label"), dtype=torch.float32),
+        warm=torch.tensor(warm.astype(bool)),
+    )
+
+
+def load_cf_data(data_path: str, max_history: int) -> tuple[dict, int, int]:
+    """Load ``train``/``valid``/``valid_small`` as :class:`CFTensors`; return ``(splits, num_users, num_items)``.
+
+    ``data_path`` is a saved ``DatasetDict`` (with ``stats.json``) or a CoLLM pickle directory
+    (``{train,valid,valid_small}_ood2.pkl``, imported on the fly with ``data_scripts.collm_import``).
+    """
+    from data_scripts.collm_import import import_collm
+    from data_scripts.io import load_dataset_dict, read_stats
+
+    path = Path(data_path)
+    if (path / "stats.json").is_file():
+        stats, dataset_dict = read_stats(path), load_dataset_dict(path)
+        splits = {name: dataset_to_tensors(dataset_dict[name], max_history) for name in ("train", *REPORT_SPLITS)}
+        return splits, stats["num_users"], stats["num_items"]
+    if not (path / "train_ood2.pkl").is_file():
+        raise FileNotFoundError(f"{path}: neither a saved dataset (stats.json) nor a CoLLM pickle directory (train_ood2.pkl)")
+    with tempfile.TemporaryDirectory() as tmp:
+        pickles = {name: path / f"{name}_ood2.pkl" for name in ("train", *REPORT_SPLITS)}
+        stats = import_collm(tmp, **pickles, allow_pickle=True)  # our own shared data: trusted pickles
+        dataset_dict = load_dataset_dict(tmp)
+        splits = {name: dataset_to_tensors(dataset_dict[name], max_history) for name in pickles}
+    return splits, stats["num_users"], stats["num_items"]
+
+
+def load_cf_yaml(path: str) -> dict:
+    """Read a CF experiment YAML: ``data``, ``out``, ``seed``, ``model`` (CFRecConfig fields),
+    ``train`` (``lr, weight_decay, bias_weight_decay, batch_size, epochs, patience, selection_split``;
+    defaults in ``TRAIN_DEFAULTS``), optional ``search``
+    (``{"model.hidden_size": [32, 64], "train.lr": [...]}``)."""
+    with open(path) as handle:
+        spec = yaml.safe_load(handle) or {}
+    unknown = set(spec) - {"data", "out", "seed", "model", "train", "search"}
+    if unknown:
+        raise ValueError(f"{path}: unknown top-level field(s) {sorted(unknown)}")
+    if "model" not in spec or "encoder_type" not in spec["model"]:
+        raise ValueError(f"{path}: field 'model.encoder_type' is required")
+    unknown = set(spec.get("train", {})) - set(TRAIN_DEFAULTS)
+    if unknown:
+        raise ValueError(f"{path}: unknown train field(s) {sorted(unknown)}; known: {sorted(TRAIN_DEFAULTS)}")
+    spec["train"] = {**TRAIN_DEFAULTS, **spec.get("train", {})}
+    if spec["train"]["selection_split"] not in REPORT_SPLITS:
+        raise ValueError(f"{path}: train.selection_split must be one of {REPORT_SPLITS}")
+    for key in spec.get("search", {}) or {}:
+        section, _, field = key.partition(".")
+        if section not in ("model", "train") or not field:
+            raise ValueError(f"{path}: search key '{key}' must look like 'model.<field>' or 'train.<field>'")
+    return spec
+
+
+def set_seed(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+@torch.no_grad()
+def predict(model: CFRecModel, data: CFTensors, batch_size: int = 4096) -> np.ndarray:
+    """Logits ``[N]`` of every row, in row order."""
+    model.eval()
+    scores = []
+    for start in range(0, len(data), batch_size):
+        index = torch.arange(start, min(start + batch_size, len(data)))
+        batch = data.batch(index)
+        batch.pop("labels")
+        scores.append(model(**batch).logits.float())
+    return torch.cat(scores).numpy() if scores else np.zeros(0)
+
+
+def evaluate_split(model: CFRecModel, data: CFTensors) -> dict:
+    """``trainers.metrics.ranking_report`` of the model on one split."""
+    return ranking_report(data.user_ids.numpy(), data.labels.numpy().astype(int), predict(model, data), data.warm.numpy())
+
+
+def parameter_groups(model: CFRecModel, train_args: dict) -> list[dict]:
+    """Adam groups: the score biases (global/user/item) may take their own ``bias_weight_decay``."""
+    bias_decay = train_args["bias_weight_decay"]
+    bias_decay = train_args["weight_decay"] if bias_decay is None else bias_decay
+    named = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+    return [
+        {"params": [p for name, p in named if name not in BIAS_PARAMETERS], "weight_decay": train_args["weight_decay"]},
+        {"params": [p for name, p in named if name in BIAS_PARAMETERS], "weight_decay": bias_decay},
+    ]
+
+
+def train_cf_model(
+    model_fields: dict, train_args: dict, splits: dict, num_users: int, num_items: int, seed: int
+) -> tuple[CFRecModel, dict]:
+    """Train one model; return ``(best-valid model with refreshed cold rows, summary dict)``.
+
+    Selection: the epoch with the highest AUC on ``train_args["selection_split"]``; training stops after
+    ``patience`` epochs without improvement. The popularity encoder is fitted, not trained.
+    """
+    train_args = {**TRAIN_DEFAULTS, **train_args}
+    set_seed(seed)
+    config = CFRecConfig(num_users=num_users, num_items=num_items, **model_fields)
+    model = CFRecModel(config)
+    train, select = splits["train"], splits[train_args["selection_split"]]
+    model.encoder.fit_train_statistics(train.user_ids, train.item_ids, train.labels.long())
+    start = time.perf_counter()
+    history, best_auc, best_epoch, best_state = [], -1.0, 0, None
+    if config.encoder_type != "popularity":
+        optimizer = torch.optim.Adam(parameter_groups(model, train_args), lr=train_args["lr"])
+        generator = torch.Generator().manual_seed(seed)
+        progress = tqdm(range(1, train_args["epochs"] + 1), desc=f"cf {config.encoder_type}", leave=False)
+        for epoch in progress:
+            model.train()
+            losses = []
+            for index in torch.randperm(len(train), generator=generator).split(train_args["batch_size"]):
+                loss = model(**train.batch(index)).loss
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                losses.append(loss.item())
+            model.encoder.refresh_cold_rows()
+            value = auc(select.labels.numpy(), predict(model, select))
+            history.append({"epoch": epoch, "loss": float(np.mean(losses)), "select_auc": value})
+            progress.set_postfix(loss=f"{np.mean(losses):.4f}", auc=f"{value:.4f}")
+            if value > best_auc:
+                best_auc, best_epoch, best_state = value, epoch, copy.deepcopy(model.state_dict())
+            elif epoch - best_epoch >= train_args["patience"]:
+                break
+        model.load_state_dict(best_state)
+    model.encoder.refresh_cold_rows()
+    logger.info("%s: best epoch %d of %d", config.encoder_type, best_epoch, len(history))
+    summary = {
+        "seed": seed,
+        "best_epoch": best_epoch,
+        "train_seconds": round(time.perf_counter() - start, 2),
+        "selection_split": train_args["selection_split"],
+        "history": history,
+    }
+    for name in REPORT_SPLITS:
+        summary[name] = evaluate_split(model, splits[name])
+    return model, summary
+
+
+def grid(search: Optional[dict]) -> list[dict]:
+    """All combinations of a ``search`` mapping (``{"model.x": [..], ...}``) as override dicts."""
+    if not search:
+        return [{}]
+    keys = list(search)
+    return [dict(zip(keys, values)) for values in itertools.product(*(search[k] for k in keys))]
+
+
+def apply_overrides(spec: dict, overrides: dict) -> tuple[dict, dict]:
+    """``(model_fields, train_args)`` of ``spec`` with ``{"model.x": v, "train.y": w}`` applied."""
+    model_fields, train_args = dict(spec["model"]), dict(spec["train"])
+    for key, value in overrides.items():
+        section, _, field = key.partition(".")
+        (model_fields if section == "model" else train_args)[field] = value
+    return model_fields, train_args
+
+
+def write_json_atomic(path, payload) -> None:
+    """Write ``payload`` as JSON to ``path`` through a temporary file + rename (never half-written)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as handle:
+            json.dump(payload, handle, indent=2)
+            handle.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_run(model: CFRecModel, summary: dict, out_dir) -> None:
+    """Save the model (``save_pretrained``) and ``metrics.json`` into ``out_dir`` atomically.
+
+    Everything is written to a sibling temporary directory that replaces ``out_dir`` only once complete.
+    """
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}."))
+    model.save_pretrained(staging)
+    write_json_atomic(staging / "metrics.json", summary)
+    if out_dir.exists():
+        retired = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.old."))
+        os.replace(out_dir, retired / "run")
+        os.replace(staging, out_dir)
+        shutil.rmtree(retired, ignore_errors=True)
+    else:
+        os.replace(staging, out_dir)
+
