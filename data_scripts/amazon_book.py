@@ -20,6 +20,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from .builder import frames_from_interactions, save_dataset_dict
+from .schema import require_input_file
 
 logger = logging.getLogger(__name__)
 
@@ -30,10 +31,7 @@ POSITIVE_STARS = 5.0
 
 def _json_lines(path: Path) -> Iterator[tuple[int, dict]]:
     """Yield ``(line_number, record)`` from a (gzipped) JSON-lines file; Python-literal lines accepted."""
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file")
-    if path.stat().st_size == 0:
-        raise ValueError(f"{path}: empty file")
+    require_input_file(path)
     opener = gzip.open if path.suffix == ".gz" else open
     with opener(path, "rt", encoding="utf-8") as handle:
         for line_number, line in enumerate(handle, start=1):

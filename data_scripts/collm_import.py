@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from .builder import sample_valid_small, save_dataset_dict
-from .schema import validate_frame
+from .schema import require_input_file, validate_frame
 
 logger = logging.getLogger(__name__)
 
@@ -31,10 +31,7 @@ def read_collm_pickle(path: str | Path, allow_pickle: bool = False) -> pd.DataFr
     path = Path(path)
     if not allow_pickle:
         raise ValueError(PICKLE_WARNING.format(path=path))
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file")
-    if path.stat().st_size == 0:
-        raise ValueError(f"{path}: empty file")
+    require_input_file(path)
     frame = pd.read_pickle(path)
     if not isinstance(frame, pd.DataFrame):
         raise ValueError(f"{path}: expected a pickled pandas DataFrame, found {type(frame).__name__}")

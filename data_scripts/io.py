@@ -9,7 +9,7 @@ import pandas as pd
 from datasets import Dataset, DatasetDict, load_from_disk
 
 from .collm_import import frame_from_collm, read_collm_pickle
-from .schema import COLUMNS, FEATURES, REQUIRED_SPLITS, validate_frame
+from .schema import COLUMNS, FEATURES, REQUIRED_SPLITS, require_input_file, validate_frame
 
 SPLIT_SEPARATOR = "::"
 PICKLE_SUFFIXES = (".pkl", ".pickle")
@@ -79,10 +79,7 @@ def load_split_file(
     path = Path(text)
     if path.is_dir():
         raise ValueError(f"{path}: is a directory; name a split as '{path}{SPLIT_SEPARATOR}valid'")
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file")
-    if path.stat().st_size == 0:
-        raise ValueError(f"{path}: empty file")
+    require_input_file(path)
     if path.suffix in PICKLE_SUFFIXES:
         frame = frame_from_collm(read_collm_pickle(path, allow_pickle), text)
     elif path.suffix == ".parquet":

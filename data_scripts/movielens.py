@@ -15,6 +15,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from .builder import frames_from_interactions, save_dataset_dict
+from .schema import require_input_file
 
 logger = logging.getLogger(__name__)
 
@@ -23,10 +24,7 @@ POSITIVE_RATING = 4
 
 def _read_dat(path: Path, names: list[str]) -> pd.DataFrame:
     """Read a ``::``-separated latin-1 MovieLens file; raise ``ValueError`` naming the file on bad lines."""
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file (expected the MovieLens-1M '{path.name}')")
-    if path.stat().st_size == 0:
-        raise ValueError(f"{path}: empty file")
+    require_input_file(path, hint=f" (expected the MovieLens-1M '{path.name}')")
     rows = []
     with path.open(encoding="latin-1") as handle:
         for line_number, line in enumerate(tqdm(handle, desc=path.name, unit=" lines", leave=False), start=1):

@@ -7,6 +7,7 @@ positive items. Ids are 1-based; 0 is reserved for padding (see ``docs/ARCHITECT
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -30,6 +31,15 @@ FEATURES = Features(
     }
 )
 COLUMNS = tuple(FEATURES)
+
+
+def require_input_file(path: Path, hint: str = "") -> None:
+    """Raise ``FileNotFoundError`` / ``ValueError`` naming ``path`` when it is missing or empty (``hint`` is
+    appended to the missing-file message)."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file{hint}")
+    if path.stat().st_size == 0:
+        raise ValueError(f"{path}: empty file")
 
 
 def validate_frame(

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from huggingface_hub import ModelCard
 
-from trainers.model_card import render_model_card, split_reports, write_model_card
+from trainers.model_card import dataset_name_from_source, render_model_card, split_reports, write_model_card
 
 LLM_CONFIG = {
     "model_type": "cl3mrec",
@@ -166,3 +166,26 @@ def test_dataset_name_from_training_summary(tmp_path):
     }
     assert "- Evaluation data: Synthetic (80 users)." in card.text
     assert "| train.steps | 4 |" in card.text and "init_from" not in card.text
+
+
+@pytest.mark.parametrize(
+    "source, name",
+    [
+        ("collm:../shared/data/ml-1m", "MovieLens-1M (CoLLM time split)"),
+        ("collm:/data/book", "Amazon-Book (CoLLM time split)"),
+        ("synthetic:users=80,items=120,seed=0", "synthetic (users=80,items=120,seed=0)"),
+        ("movielens-1m:raw/ml-1m", "MovieLens-1M (last 20 months)"),
+        ("something-else", "something-else"),
+    ],
+)
+def test_dataset_name_from_stats_source(source, name):
+    assert dataset_name_from_source(source) == name
+
+
+def test_base_model_metadata_only_for_hub_ids(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs" / "llm").mkdir(parents=True)  # a local folder that also looks like "org/name"
+    model_dir = make_dir(tmp_path / "m", LLM_CONFIG, report(0.6, 0.6))
+    assert render_model_card(model_dir, base_model="runs/llm").data.base_model is None
+    hub = render_model_card(model_dir, base_model="HuggingFaceTB/SmolLM2-135M-Instruct")
+    assert hub.data.base_model == "HuggingFaceTB/SmolLM2-135M-Instruct"

@@ -13,7 +13,7 @@ SMOKE_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "smoke.yaml"
 
 
 @pytest.mark.slow
-def test_smoke_pipeline_runs_every_stage_and_reloads_identically(tmp_path):
+def test_smoke_pipeline_runs_every_stage_and_reloads_identically(tmp_path, capsys):
     spec = yaml.safe_load(SMOKE_CONFIG.read_text())
     spec["out_dir"] = str(tmp_path / "smoke")
     config = tmp_path / "smoke.yaml"
@@ -26,6 +26,7 @@ def test_smoke_pipeline_runs_every_stage_and_reloads_identically(tmp_path):
 
     out = tmp_path / "smoke"
     results = json.loads((out / "pipeline_results.json").read_text())
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == results  # logs went to stderr
     assert list(results["stages"]) == ["lora", "cie"]
     for metrics in results["stages"].values():
         assert 0.0 <= metrics["eval_auc"] <= 1.0 and "eval_uauc" in metrics
@@ -36,3 +37,12 @@ def test_smoke_pipeline_runs_every_stage_and_reloads_identically(tmp_path):
     assert config_json["model_type"] == "cl3mrec" and "auto_map" in config_json
     assert (merged / "README.md").is_file() and (merged / "eval_results.json").is_file()
     assert list((out / "cache").glob("item_text_*.safetensors")), "text representations were not cached"
+
+    summary = json.loads((merged / "training_summary.json").read_text())
+    lora, cie = summary["stage_recipe"]
+    assert (lora["stage"], lora["train_rows"], lora["epochs"]) == ("lora", 256, 1.0) and "contrastive_weight" not in lora
+    assert (cie["stage"], cie["contrastive_weight"], cie["contrastive_temperature"]) == ("cie", 0.5, 0.1)
+    assert summary["dataset_name"].startswith("synthetic")
+    card = (merged / "README.md").read_text()
+    assert "MovieLens" not in card and "base_model" not in card.split("---")[1]  # local tiny LLM: no Hub id
+    assert not [path.name for path in out.iterdir() if path.name.startswith(".")]  # no staging left behind

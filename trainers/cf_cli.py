@@ -11,14 +11,15 @@ import logging
 import sys
 from pathlib import Path
 
+from trainers.atomic_io import write_json_atomic
 from trainers.cf_training import (
+    DEFAULT_MAX_HISTORY,
     apply_overrides,
     grid,
     load_cf_data,
     load_cf_yaml,
     save_run,
     train_cf_model,
-    write_json_atomic,
 )
 
 logger = logging.getLogger(__name__)
@@ -42,7 +43,7 @@ def _resolve(args: argparse.Namespace) -> tuple[dict, str, Path, int]:
 def train_command(args: argparse.Namespace) -> int:
     spec, data, out, seed = _resolve(args)
     model_fields, train_args = apply_overrides(spec, {})
-    splits, num_users, num_items = load_cf_data(data, model_fields.get("max_history", 20))
+    splits, num_users, num_items = load_cf_data(data, model_fields.get("max_history", DEFAULT_MAX_HISTORY))
     model, summary = train_cf_model(model_fields, train_args, splits, num_users, num_items, seed)
     summary.update(config_file=str(args.config), data=str(data), train_args=train_args)
     save_run(model, summary, out)
@@ -55,7 +56,7 @@ def train_command(args: argparse.Namespace) -> int:
 def tune_command(args: argparse.Namespace) -> int:
     spec, data, out, seed = _resolve(args)
     combos = grid(spec.get("search"))
-    max_history = max(apply_overrides(spec, combo)[0].get("max_history", 20) for combo in combos)
+    max_history = max(apply_overrides(spec, combo)[0].get("max_history", DEFAULT_MAX_HISTORY) for combo in combos)
     splits, num_users, num_items = load_cf_data(data, max_history)
     results = []
     for number, combo in enumerate(combos, 1):

@@ -6,12 +6,9 @@ that ``cl3mrec cf tune`` explores (``cf train`` uses the fixed values only).
 """
 
 import copy
+import inspect
 import itertools
-import json
 import logging
-import os
-import random
-import shutil
 import tempfile
 import time
 from dataclasses import dataclass
@@ -24,9 +21,11 @@ import torch
 import yaml
 from datasets import Dataset
 from tqdm.auto import tqdm
+from transformers import set_seed
 
 from modeling_cl3mrec.configuration_cf import CFRecConfig
 from modeling_cl3mrec.modeling_cf import CFRecModel
+from trainers.atomic_io import staging_dir, write_json_atomic
 from trainers.metrics import auc, ranking_report
 
 logger = logging.getLogger(__name__)
@@ -41,6 +40,8 @@ TRAIN_DEFAULTS = {
     "selection_split": "valid",
 }
 REPORT_SPLITS = ("valid", "valid_small")
+# History length the CF data is padded to when the model fields leave it out: CFRecConfig's own default.
+DEFAULT_MAX_HISTORY = inspect.signature(CFRecConfig.__init__).parameters["max_history"].default
 BIAS_PARAMETERS = ("encoder.global_bias", "encoder.user_bias.weight", "encoder.item_bias.weight")
 
 
@@ -153,12 +154,6 @@ def load_cf_yaml(path: str) -> dict:
     return spec
 
 
-def set_seed(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
 @torch.no_grad()
 def predict(model: CFRecModel, data: CFTensors, batch_size: int = 4096) -> np.ndarray:
     """Logits ``[N]`` of every row, in row order."""
@@ -257,36 +252,12 @@ def apply_overrides(spec: dict, overrides: dict) -> tuple[dict, dict]:
     return model_fields, train_args
 
 
-def write_json_atomic(path, payload) -> None:
-    """Write ``payload`` as JSON to ``path`` through a temporary file + rename (never half-written)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(payload, handle, indent=2)
-            handle.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_run(model: CFRecModel, summary: dict, out_dir) -> None:
     """Save the model (``save_pretrained``) and ``metrics.json`` into ``out_dir`` atomically.
 
     Everything is written to a sibling temporary directory that replaces ``out_dir`` only once complete.
     """
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}."))
-    model.save_pretrained(staging)
-    write_json_atomic(staging / "metrics.json", summary)
-    if out_dir.exists():
-        retired = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.old."))
-        os.replace(out_dir, retired / "run")
-        os.replace(staging, out_dir)
-        shutil.rmtree(retired, ignore_errors=True)
-    else:
-        os.replace(staging, out_dir)
+    with staging_dir(out_dir) as staging:
+        model.save_pretrained(staging)
+        write_json_atomic(staging / "metrics.json", summary)
 

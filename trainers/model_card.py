@@ -12,17 +12,19 @@ import logging
 import math
 import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any, Optional, Union
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+from .atomic_io import write_text_atomic
 
 logger = logging.getLogger(__name__)
 
 TEMPLATE_PATH = Path(__file__).with_name("model_card_template.md")
 DEFAULT_DATASET_NAME = "MovieLens-1M (CoLLM time split)"
 DEFAULT_DATASET_TYPE = "ml-1m"
+RAW_DATASET_NAMES = {"movielens-1m": "MovieLens-1M (last 20 months)", "amazon-book-2018": "Amazon-Book 2018"}
 TASK_TYPE = "recommendation"
 TASK_NAME = "Recommendation (binary like prediction)"
 SUBSETS = ("all", "warm", "cold")
@@ -64,6 +66,25 @@ def split_reports(eval_results: dict, default_split: str = "valid") -> dict[str,
             )
         reports[split] = report
     return reports
+
+
+def dataset_name_from_source(source: str) -> str:
+    """A readable data set name from ``stats.json``'s ``source`` (``"<importer>:<details>"``, see
+    ``data_scripts``); an unknown importer gives the source itself."""
+    importer, _, details = source.partition(":")
+    if importer == "collm":
+        lowered = details.lower()
+        if "book" in lowered:
+            return "Amazon-Book (CoLLM time split)"
+        return DEFAULT_DATASET_NAME if "ml-1m" in lowered or "ml1m" in lowered else f"CoLLM split files ({details})"
+    if importer == "synthetic":
+        return f"synthetic ({details})"
+    return RAW_DATASET_NAMES.get(importer, source)
+
+
+def is_hub_id(name: Optional[str]) -> bool:
+    """Whether ``name`` looks like a Hub repo id (``org/name`` or ``name``) and is not a local path."""
+    return bool(name) and bool(_HUB_ID.match(name)) and not Path(name).exists()
 
 
 def _finite(value: Any) -> Optional[float]:
@@ -242,7 +263,7 @@ def render_model_card(
 
     rows = metric_rows(split_reports(eval_results, default_split)) if eval_results else []
     model_name = repo_id.split("/")[-1] if repo_id else model_dir.resolve().name
-    hub_base_model = base_model if base_model and _HUB_ID.match(base_model) else None
+    hub_base_model = base_model if is_hub_id(base_model) else None
     card_data = ModelCardData(
         model_name=model_name,
         base_model=hub_base_model,
@@ -270,15 +291,6 @@ def write_model_card(model_dir: PathLike, **kwargs) -> Path:
     """Render the card (see :func:`render_model_card`) and write ``model_dir/README.md`` atomically."""
     model_dir = Path(model_dir)
     card = render_model_card(model_dir, **kwargs)
-    target = model_dir / "README.md"
-    handle, temporary = tempfile.mkstemp(prefix=".README.", suffix=".md.tmp", dir=model_dir)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(str(card))
-        os.chmod(temporary, 0o644)  # mkstemp creates 0600
-        os.replace(temporary, target)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    target = write_text_atomic(model_dir / "README.md", str(card))
     logger.info("wrote model card %s", target)
     return target

@@ -68,7 +68,7 @@ def check_stage_settings(
         if template_has_placeholders:
             raise ValueError(
                 "stage 'lora' trains on text-only prompts, but the template has CF placeholders "
-                "({user}/{item} or history embeddings); use a text-only template or stage 'cie'"
+                "({user}/{item}); use a text-only template or stage 'cie'"
             )
         if contrastive_weight > 0:
             raise ValueError(

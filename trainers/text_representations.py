@@ -21,6 +21,8 @@ from accelerate import PartialState
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from .atomic_io import staging_file
+
 logger = logging.getLogger(__name__)
 
 DEFAULT_ITEM_TEXT_TEMPLATE = "{title}"
@@ -143,9 +145,7 @@ def item_text_table(
             pooled = encode_texts(language_model, tokenizer, texts, bf16=bf16)
         table = torch.zeros(len(titles), pooled.shape[-1] if texts else config.get("hidden_size", 0))
         table[has_text] = pooled
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        save_file({"table": table.contiguous(), "has_text": has_text.to(torch.uint8)}, str(tmp))
-        tmp.replace(path)
+        with staging_file(path) as temporary:
+            save_file({"table": table.contiguous(), "has_text": has_text.to(torch.uint8)}, str(temporary))
         logger.info("computed item text representations %s for %d titled items -> %s", tuple(table.shape), len(texts), path)
         return table, has_text

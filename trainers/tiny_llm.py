@@ -6,15 +6,14 @@ texts plus answer lines, so "Yes", "No", " Yes" and " No" are single tokens and 
 """
 
 import logging
-import os
-import shutil
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import AutoModelForCausalLM, LlamaConfig, PreTrainedTokenizerFast, Qwen2Config
+
+from .atomic_io import staging_dir
 
 logger = logging.getLogger(__name__)
 
@@ -77,19 +76,11 @@ def build_tiny_llm(out_dir, arch: str = "llama", texts: Iterable[str] | None = N
     tokenizer = build_tiny_tokenizer(DEFAULT_TEXTS if texts is None else texts)
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(tiny_llm_config(arch, tokenizer))
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
-        model.save_pretrained(tmp_dir)
-        tokenizer.save_pretrained(tmp_dir)
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp_dir, out_dir)
-    finally:
-        shutil.rmtree(tmp_dir, ignore_errors=True)
+    with staging_dir(out_dir) as staging:
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
     logger.info("tiny %s LLM (vocab %d) written to %s", arch, len(tokenizer), out_dir)
-    return out_dir
+    return Path(out_dir)
 
 
 def texts_from_dataset(dataset_dir, limit: int = 20000) -> list[str]:

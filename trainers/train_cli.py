@@ -7,6 +7,7 @@ Safe under ``accelerate launch``: only the main process writes caches, exports a
 """
 
 import argparse
+import contextlib
 import json
 import logging
 import subprocess
@@ -22,9 +23,10 @@ from transformers import EarlyStoppingCallback, set_seed
 from data_scripts.io import load_dataset_dict, read_stats
 from data_scripts.prompts import load_template, template_fields
 
-from .llm_loading import add_lora, build_cl3mrec, export_merged
+from .atomic_io import staging_dir, write_json_atomic
+from .llm_loading import add_lora, build_cl3mrec, save_merged
 from .metrics import ranking_report
-from .model_card import write_model_card
+from .model_card import dataset_name_from_source, write_model_card
 from .prompt_dataset import CL3MRecCollator, tokenize_dataset
 from .stages import apply_stage, check_stage_settings
 from .text_representations import collect_item_titles, item_text_table
@@ -79,16 +81,19 @@ def build_stage_model(model_args, args, template: str, with_ids: bool):
     """``(peft_model, tokenizer)`` for one stage: LLM (+ CF encoder + projector) + LoRA (+ previous adapter).
 
     Freezing comes later (:func:`trainers.stages.apply_stage`): PEFT's ``disable_adapter()`` and
-    ``load_adapter`` switch adapter parameters back to trainable."""
+    ``load_adapter`` switch adapter parameters back to trainable. ``use_history_embeddings`` only applies
+    with a placeholder template (``with_ids``): a text-only model has no CF encoder to embed history with."""
     if with_ids and model_args.cf_model_dir is None:
         raise ValueError(f"template {model_args.template!r} has CF placeholders: set cf_model_dir")
+    if model_args.use_history_embeddings and not with_ids:
+        logger.warning("template %r is text-only: use_history_embeddings is ignored", model_args.template)
     model, tokenizer = build_cl3mrec(
         model_args.llm_path,
         cf_model_dir=model_args.cf_model_dir if with_ids else None,
         prompt_template=template if with_ids else None,
         text_prompt_template=None if with_ids else template,
         tokens_per_entity=model_args.tokens_per_entity,
-        use_history_embeddings=model_args.use_history_embeddings,
+        use_history_embeddings=model_args.use_history_embeddings and with_ids,
         max_history=args.max_history,
         answer_score=model_args.answer_score,
         quantization=None if model_args.quantization == "none" else model_args.quantization,
@@ -119,9 +124,7 @@ def build_stage(model_args, data_args, args) -> StageSetup:
     template = load_template(model_args.template)
     fields = template_fields(template)
     with_ids = "user" in fields or "item" in fields
-    check_stage_settings(
-        args.stage, with_ids or model_args.use_history_embeddings, args.contrastive_weight, args.train_cf_encoder
-    )
+    check_stage_settings(args.stage, with_ids, args.contrastive_weight, args.train_cf_encoder)
     set_seed(args.seed)
     dataset_dict = load_dataset_dict(data_args.data_dir)
     for split in (data_args.train_split, data_args.eval_split):
@@ -194,27 +197,44 @@ def run_stage(model_args, data_args, args) -> dict:
         np.save(Path(args.output_dir) / "eval_rows.npy", setup.eval_rows)
     if args.do_train:
         report = ranking_report(eval_raw["user_id"], eval_raw["label"], prediction.predictions, eval_raw["warm"])
-        export(trainer, tokenizer, args, report, data_args.eval_split, model_args)
+        export(trainer, tokenizer, args, report, data_args.eval_split, model_args, data_args.data_dir)
     return metrics
 
 
-def export(trainer, tokenizer, args, report: dict, eval_split: str, model_args) -> Path:
-    """Merge LoRA and save a plain model + ``eval_results.json`` + card (main process; others wait)."""
+def training_summary(trainer, args, model_args, data_dir=None) -> dict:
+    """``training_summary.json`` of a finished stage: the recipe so far (the previous stage's recipe, if it
+    wrote one, + this stage with its template, train rows, epochs trained and, past ``lora``, λ and τ) and the
+    data set's name from ``data_dir``'s ``stats.json``."""
+    previous = Path(model_args.init_from or "") / "training_summary.json"
+    recipe = json.loads(previous.read_text())["stage_recipe"] if model_args.init_from and previous.is_file() else []
+    stage = {
+        "stage": args.stage,
+        "template": model_args.template,
+        "train_rows": len(trainer.train_dataset),
+        "epochs": round(float(trainer.state.epoch or 0.0), 3),
+    }
+    if args.stage != "lora":
+        stage.update(contrastive_weight=args.contrastive_weight, contrastive_temperature=args.contrastive_temperature)
+    summary = {"stage_recipe": recipe + [stage], "init_from": model_args.init_from}
+    if data_dir is not None:
+        source = read_stats(data_dir).get("source", "")
+        summary.update(dataset_name=dataset_name_from_source(source), data_source=source)
+    return summary
+
+
+def export(trainer, tokenizer, args, report: dict, eval_split: str, model_args, data_dir=None) -> Path:
+    """Merge LoRA and save a plain model + ``eval_results.json`` + ``training_summary.json`` + card into the
+    export dir, atomically (main process; others wait). ``data_dir``'s ``stats.json`` names the data set."""
     export_dir = Path(args.export_dir or Path(args.output_dir) / "merged")
     if trainer.is_world_process_zero():
-        model = trainer.accelerator.unwrap_model(trainer.model)
-        export_merged(model, tokenizer, export_dir)
-        (export_dir / "eval_results.json").write_text(json.dumps({eval_split: report}, indent=2))
-        # The recipe so far: the previous stage's recipe (if it wrote one) + this stage.
-        previous = Path(model_args.init_from or "") / "training_summary.json"
-        recipe = json.loads(previous.read_text())["stage_recipe"] if model_args.init_from and previous.is_file() else []
-        stage = {"stage": args.stage, "template": model_args.template, "train_rows": len(trainer.train_dataset)}
-        if args.stage != "lora":
-            stage.update(contrastive_weight=args.contrastive_weight, contrastive_temperature=args.contrastive_temperature)
-        summary = {"stage_recipe": recipe + [stage], "init_from": model_args.init_from}
-        for directory in (Path(args.output_dir), export_dir):
-            (directory / "training_summary.json").write_text(json.dumps(summary, indent=2))
-        write_model_card(export_dir, stage_recipe=summary["stage_recipe"], default_split=eval_split)
+        summary = training_summary(trainer, args, model_args, data_dir)
+        write_json_atomic(Path(args.output_dir) / "training_summary.json", summary)
+        with staging_dir(export_dir) as staging:
+            save_merged(trainer.accelerator.unwrap_model(trainer.model), tokenizer, staging)
+            write_json_atomic(staging / "eval_results.json", {eval_split: report})
+            write_json_atomic(staging / "training_summary.json", summary)
+        write_model_card(export_dir, default_split=eval_split)  # after the move: the card names its folder
+        logger.info("merged model, eval results and card written to %s", export_dir)
     trainer.accelerator.wait_for_everyone()
     return export_dir
 
@@ -261,14 +281,14 @@ def prepare_pipeline_inputs(spec: dict, out_dir: Path, seed: int) -> dict:
     """Synthetic data → pretrained CF encoder → tiny LLM (main process only); returns the CF report."""
     from data_scripts.synthetic import generate_synthetic
 
-    from .cf_training import TRAIN_DEFAULTS, load_cf_data, save_run, train_cf_model
+    from .cf_training import DEFAULT_MAX_HISTORY, TRAIN_DEFAULTS, load_cf_data, save_run, train_cf_model
     from .tiny_llm import build_tiny_llm, texts_from_dataset
 
     data_dir, cf_dir, llm_dir = out_dir / "data", out_dir / "cf", out_dir / "llm"
     generate_synthetic(data_dir, seed=seed, **spec.get("data", {}))
     cf_spec = spec.get("cf", {})
     model_fields = dict(cf_spec.get("model", {"encoder_type": "mf", "hidden_size": 16}))
-    splits, num_users, num_items = load_cf_data(str(data_dir), model_fields.get("max_history", 10))
+    splits, num_users, num_items = load_cf_data(str(data_dir), model_fields.get("max_history", DEFAULT_MAX_HISTORY))
     cf_model, summary = train_cf_model(
         model_fields, {**TRAIN_DEFAULTS, **cf_spec.get("train", {})}, splits, num_users, num_items, seed
     )
@@ -330,7 +350,7 @@ def run_pipeline(config_path: str) -> dict:
             reload_max_abs_diff=difference,
             reload_identical=bool(difference <= float(spec.get("reload_atol", 1e-4))),
         )
-        (out_dir / "pipeline_results.json").write_text(json.dumps(results, indent=2))
+        write_json_atomic(out_dir / "pipeline_results.json", results)
     state.wait_for_everyone()
     return results
 
@@ -344,10 +364,14 @@ def train_command(args: argparse.Namespace) -> int:
 
 
 def pipeline_command(args: argparse.Namespace) -> int:
-    """``cl3mrec pipeline --config configs/smoke.yaml``: synthetic data → CF → tiny LLM → stages → reload check."""
-    results = run_pipeline(args.config)
+    """``cl3mrec pipeline --config configs/smoke.yaml``: synthetic data → CF → tiny LLM → stages → reload check.
+
+    The results JSON is the last line of stdout; everything printed on the way (Trainer's metric dumps and
+    log dicts) goes to stderr."""
+    with contextlib.redirect_stdout(sys.stderr):
+        results = run_pipeline(args.config)
     if PartialState().is_main_process:
-        print(json.dumps(results, indent=2))  # the CLI's answer, on stdout
+        print(json.dumps(results))  # the CLI's answer, on stdout
     return 0 if results.get("reload_identical", True) else 1
 
 

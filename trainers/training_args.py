@@ -100,7 +100,7 @@ class ModelArguments:
         metadata={"help": "Output directory of the previous stage; its adapter (LoRA + saved modules) is loaded."},
     )
     template: str = field(
-        default="collm_text",
+        default="tallrec_ml1m",
         metadata={"help": "Prompt template: a name in configs/prompts/ (without .txt) or a path to a .txt file."},
     )
     tokens_per_entity: int = field(default=1, metadata={"help": "LLM tokens each user / target item occupies."})
