@@ -152,8 +152,11 @@ class CL3MRecModel(CL3MRecPreTrainedModel):
                 f"(totals: tokens {int(found.sum())}, embeddings {int(expected.sum())})"
             )
 
-    def _embed_inputs(self, input_ids, user_ids, item_ids, history_item_ids):
-        """Token embeddings `[B, T, H]` with CF placeholders filled; also returns the CF outputs."""
+    def embed_inputs(self, input_ids, user_ids, item_ids, history_item_ids):
+        """Token embeddings `[B, T, H]` with CF placeholders filled; also returns the CF outputs (a dict).
+
+        Public so that callers which run the decoder themselves (prefix-cached ranking) fill placeholders
+        exactly as `forward` does."""
         placeholder_mask = torch.zeros_like(input_ids, dtype=torch.bool)
         for token_id in self._placeholder_ids():
             placeholder_mask |= input_ids == token_id
@@ -203,6 +206,23 @@ class CL3MRecModel(CL3MRecPreTrainedModel):
         }
         return inputs_embeds, cf_outputs
 
+    def answer_logits(self, answer_hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Scores from answer-position hidden states `[B, H]`: only the "Yes"/"No" rows of the LM head.
+
+        Returns `(logits [B], yes_logits [B], no_logits [B] or None)` in float32; `logits` follows
+        `config.answer_score`.
+        """
+        lm_head = self.get_output_embeddings()
+        no_token_id = self.config.yes_token_id if self.config.no_token_id is None else self.config.no_token_id
+        answer_ids = [self.config.yes_token_id, no_token_id]
+        answer = answer_hidden @ lm_head.weight[answer_ids].T  # [B, 2]
+        if getattr(lm_head, "bias", None) is not None:
+            answer = answer + lm_head.bias[answer_ids]
+        answer = answer.float()
+        yes_logits, no_logits = answer[:, 0], answer[:, 1]
+        logits = yes_logits - no_logits if self.config.answer_score == "yes_minus_no" else yes_logits
+        return logits, yes_logits, (None if self.config.no_token_id is None else no_logits)
+
     def forward(
         self,
         input_ids: torch.LongTensor,
@@ -222,7 +242,7 @@ class CL3MRecModel(CL3MRecPreTrainedModel):
             history_item_ids `[B, L]`: history item ids, left-padded with 0, most recent last.
             labels `[B]`: 1 = liked; gives `loss` (BCE with logits).
         """
-        inputs_embeds, cf_outputs = self._embed_inputs(input_ids, user_ids, item_ids, history_item_ids)
+        inputs_embeds, cf_outputs = self.embed_inputs(input_ids, user_ids, item_ids, history_item_ids)
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         # Positions count real tokens only, so a prompt's score does not depend on its padding.
@@ -235,17 +255,7 @@ class CL3MRecModel(CL3MRecPreTrainedModel):
             **kwargs,
         )
         answer_hidden = decoder_outputs.last_hidden_state[:, -1]  # [B, H]
-        lm_head = self.get_output_embeddings()
-        no_token_id = self.config.yes_token_id if self.config.no_token_id is None else self.config.no_token_id
-        answer_ids = [self.config.yes_token_id, no_token_id]
-        answer_logits = answer_hidden @ lm_head.weight[answer_ids].T  # [B, 2]
-        if getattr(lm_head, "bias", None) is not None:
-            answer_logits = answer_logits + lm_head.bias[answer_ids]
-        answer_logits = answer_logits.float()
-        yes_logits, no_logits = answer_logits[:, 0], answer_logits[:, 1]
-        logits = yes_logits - no_logits if self.config.answer_score == "yes_minus_no" else yes_logits
-        if self.config.no_token_id is None:
-            no_logits = None
+        logits, yes_logits, no_logits = self.answer_logits(answer_hidden)
 
         loss = None
         if labels is not None:

@@ -3,6 +3,7 @@ tiny ``Trainer`` job (``tests/assets/ddp_check.py``) and ``python -m trainers.cl
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -20,8 +21,16 @@ def _launch_env() -> dict:
     return env
 
 
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 def _accelerate_launch(config_file: Path, *script_and_args: str, timeout: int = 180) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config_file), *script_and_args]
+    # An explicit free port: the config's port 0 lets the two ranks race for the rendezvous port under load.
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config_file),
+               "--main_process_port", str(_free_port()), *script_and_args]
     return subprocess.run(command, cwd=ROOT, env=_launch_env(), capture_output=True, text=True, timeout=timeout)
 
 

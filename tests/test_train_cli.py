@@ -5,7 +5,7 @@ from types import SimpleNamespace
 import pytest
 
 from data_scripts.prompts import HISTORY_TOKEN, load_template
-from trainers.train_cli import build_stage_model
+from trainers.train_cli import build_stage_model, training_attention
 
 
 def stage_args(**overrides):
@@ -33,3 +33,15 @@ def test_placeholder_template_without_cf_model_dir_is_refused(tiny_llama_dir):
     with pytest.raises(ValueError, match="set cf_model_dir"):
         build_stage_model(model_args(tiny_llama_dir, template="collm_ml1m"), stage_args(stage="cie"),
                           load_template("collm_ml1m"), True)
+
+
+@pytest.mark.parametrize(("choice", "device", "inside"), [("auto", "cpu", "eager"), ("auto", "cuda", "sdpa"),
+                                                         ("sdpa", "cpu", "sdpa"), ("eager", "cuda", "eager")])
+def test_training_attention_switches_for_training_and_restores_for_scoring(tiny_llama_dir, choice, device, inside):
+    model, _ = build_stage_model(model_args(tiny_llama_dir), stage_args(), load_template("tallrec_ml1m"), False)
+    language_model = model.get_base_model().language_model
+    language_model.set_attn_implementation("sdpa")
+    with training_attention(model, choice, device):
+        assert language_model.config._attn_implementation == inside
+        assert language_model.model.layers[0].self_attn.config._attn_implementation == inside
+    assert language_model.config._attn_implementation == "sdpa"

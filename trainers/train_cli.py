@@ -109,6 +109,25 @@ def build_stage_model(model_args, args, template: str, with_ids: bool):
     return model, tokenizer
 
 
+@contextlib.contextmanager
+def training_attention(peft_model, choice: str, device_type: str):
+    """Switch the LLM's attention kernel for the training loop and restore it afterwards (for scoring).
+
+    ``auto`` picks eager attention on CPU: there CPU SDPA's backward took 27% of a LoRA step, and eager training
+    ran 1.3-2x faster (``benchmarks/results/summary.md``); SDPA stays faster for inference."""
+    language_model = peft_model.get_base_model().language_model
+    scoring = language_model.config._attn_implementation
+    wanted = ("eager" if device_type == "cpu" else scoring) if choice == "auto" else choice
+    if wanted != scoring:
+        language_model.set_attn_implementation(wanted)
+        logger.info("training with %s attention (scoring keeps %s)", wanted, scoring)
+    try:
+        yield
+    finally:
+        if wanted != scoring:
+            language_model.set_attn_implementation(scoring)
+
+
 @dataclass
 class StageSetup:
     """Everything one stage needs: the trainer, its tokenizer and the eval rows (raw, and their split indices)."""
@@ -183,7 +202,8 @@ def run_stage(model_args, data_args, args) -> dict:
     if args.do_train:
         resume = args.resume_from_checkpoint
         resume = True if str(resume).lower() in ("true", "last") else resume  # True: the last checkpoint
-        train_result = trainer.train(resume_from_checkpoint=resume)
+        with training_attention(trainer.model, model_args.train_attn_implementation, args.device.type):
+            train_result = trainer.train(resume_from_checkpoint=resume)
         trainer.save_model()
         trainer.save_metrics("train", train_result.metrics)
         trainer.save_state()

@@ -113,6 +113,13 @@ class ModelArguments:
     quantization: Literal["none", "nf4"] = field(
         default="none", metadata={"help": "'nf4': 4-bit QLoRA through bitsandbytes (CUDA only)."}
     )
+    train_attn_implementation: Literal["auto", "eager", "sdpa"] = field(
+        default="auto",
+        metadata={
+            "help": "Attention kernel for the training loop; scoring always uses the model's own (SDPA). 'auto' = "
+            "eager on CPU, whose backward is faster than CPU SDPA's (benchmarks/results/summary.md), else unchanged."
+        },
+    )
     dtype: Literal["float32", "bfloat16", "float16"] = field(
         default="float32", metadata={"help": "Dtype of the LLM weights (use bf16: true for bf16 autocast)."}
     )

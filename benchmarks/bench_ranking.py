@@ -1,0 +1,199 @@
+"""Ranking many candidates per user: prefix-cached `CandidateRanker` vs pair-by-pair `CL3MRecScorer`.
+
+A CL3M-Rec model on the real LLM with the CoLLM ML-1M template (`collm_ml1m`: history titles, user and item
+placeholders) and a randomly initialised MF encoder (speed does not depend on its training). For each of a
+few users of the valid split, 100 candidate items (fixed random sample of the items with titles) are scored
+
+* pair by pair: one dataset row per candidate through `CL3MRecScorer.score` (tokenise, length-grouped,
+  left-padded batches, bf16 autocast);
+* prefix-cached: `trainers.ranking.CandidateRanker` (prefix once, suffixes against its KV cache, bf16 autocast).
+
+Both paths run in their own subprocess (peak memory), after a warm-up user. Run from the repository root:
+`python benchmarks/bench_ranking.py [--quick]`.
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks import common  # noqa: E402
+
+TEMPLATE = "collm_ml1m"
+PATHS = ("pair-by-pair", "prefix-cached")
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--llm", default=common.DEFAULT_LLM)
+    parser.add_argument("--data", default=common.DEFAULT_DATA, help="split whose users are ranked")
+    parser.add_argument("--users", type=int, default=2)
+    parser.add_argument("--candidates", type=int, default=100)
+    parser.add_argument("--batch-size", type=int, default=16, help="scorer rows per forward (pair by pair)")
+    parser.add_argument("--rank-batch-size", type=int, default=32, help="candidate suffixes per forward")
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--quick", action="store_true", help="1 user x 50 candidates")
+    parser.add_argument("--worker", choices=PATHS, help=argparse.SUPPRESS)
+    parser.add_argument("--worker-out", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.users, args.candidates = 1, min(args.candidates, 50)
+    return args
+
+
+def ranking_inputs(args):
+    """`(user_rows, candidate_ids, candidate_titles, num_users, num_items)` from the data file."""
+    import numpy as np
+
+    from data_scripts.io import load_split_file
+
+    data = load_split_file(args.data, allow_pickle=str(args.data).endswith(".pkl"))
+    titles = dict(zip(data["item_id"], data["title"]))
+    rng = np.random.default_rng(0)
+    item_ids = np.array(sorted(titles))
+    candidates = rng.choice(item_ids, size=min(args.candidates, len(item_ids)), replace=False).tolist()
+    # Users with the longest histories first: the realistic (10-title) prefix; one extra user warms up.
+    order = np.argsort([-len(h) for h in data["history_item_ids"]], kind="stable")
+    users, seen = [], set()
+    for index in order:
+        row = data[int(index)]
+        if row["user_id"] not in seen:
+            seen.add(row["user_id"])
+            users.append(row)
+        if len(users) == args.users + 1:
+            break
+    num_users = max(data["user_id"]) + 1
+    num_items = max(max(data["item_id"]), max((max(h) for h in data["history_item_ids"] if h), default=0)) + 1
+    return users, candidates, [titles[i] for i in candidates], num_users, num_items
+
+
+def worker(args) -> None:
+    import numpy as np
+    import torch
+    from datasets import Dataset
+
+    from data_scripts.prompts import load_template
+    from modeling_cl3mrec import CFRecConfig
+    from trainers.llm_loading import build_cl3mrec
+    from trainers.llm_scoring import CL3MRecScorer
+    from trainers.ranking import CandidateRanker
+
+    common.set_threads(args.threads)
+    users, candidates, titles, num_users, num_items = ranking_inputs(args)
+    torch.manual_seed(0)
+    cf_config = CFRecConfig(encoder_type="mf", num_users=num_users, num_items=num_items, hidden_size=64)
+    model, tokenizer = build_cl3mrec(args.llm, cf_config=cf_config, prompt_template=load_template(TEMPLATE))
+    model = model.to(common.device()).eval()
+    loaded_rss = common.current_rss_mib()
+    if args.worker == "pair-by-pair":
+        scorer = CL3MRecScorer(model, tokenizer, batch_size=args.batch_size, use_bf16=True, show_progress=False)
+
+        def score(user):
+            rows = [{**user, "item_id": item, "title": title} for item, title in zip(candidates, titles)]
+            return scorer.score(Dataset.from_list(rows))
+
+    else:
+        ranker = CandidateRanker(model, tokenizer, batch_size=args.rank_batch_size, autocast_dtype=torch.bfloat16)
+
+        def score(user):
+            return ranker.score(user, candidates, titles)
+
+    score(users[0])  # warm-up user
+    seconds, all_scores = 0.0, []
+    for user in users[1:]:
+        elapsed, scores = common.timed(lambda: score(user))
+        seconds += elapsed
+        all_scores.append([float(s) for s in np.asarray(scores)])
+    common.write_worker_result(
+        args.worker_out,
+        {
+            "seconds": seconds,
+            "users": len(users) - 1,
+            "candidates": len(candidates),
+            "scores": all_scores,
+            "prompt_tokens": [len(tokenizer(p)["input_ids"]) for p in _prompts(model, users[1], titles[:1])],
+            "peak_mib": common.peak_memory_mib(),
+            "loaded_rss_mib": loaded_rss,
+        },
+    )
+
+
+def _prompts(model, user, titles):
+    from data_scripts.prompts import render_prompt, split_prompt
+
+    config = model.config
+    row = {**user, "title": titles[0]}
+    prefix, _ = split_prompt(config.prompt_template, row, config.max_history, config.tokens_per_entity)
+    return [render_prompt(config.prompt_template, row, config.max_history, config.tokens_per_entity), prefix]
+
+
+def main(argv=None) -> int:
+    import numpy as np
+
+    args = parse_args(argv)
+    if args.worker:
+        worker(args)
+        return 0
+    info = common.machine_info()
+    threads = args.threads or info["cores"]
+    load_before = common.load_average()
+    passed = ["--llm", args.llm, "--data", args.data, "--users", str(args.users)]
+    passed += ["--candidates", str(args.candidates), "--batch-size", str(args.batch_size)]
+    passed += ["--rank-batch-size", str(args.rank_batch_size), "--threads", str(threads)]
+    results = {}
+    for path in PATHS:
+        results[path] = common.run_worker(Path(__file__), ["--worker", path, *passed])
+        rate = results[path]["users"] * results[path]["candidates"] / results[path]["seconds"]
+        print(f"{path}: {rate:.2f} candidates/s", flush=True)
+    load_after = common.load_average()
+
+    base = results["pair-by-pair"]
+    reference = np.array(base["scores"])
+    table = []
+    for path, result in results.items():
+        scores = np.array(result["scores"])
+        rate = result["users"] * result["candidates"] / result["seconds"]
+        k = min(10, scores.shape[1])
+        top = [len(set(np.argsort(-s)[:k]) & set(np.argsort(-r)[:k])) / k for s, r in zip(scores, reference)]
+        table.append(
+            [
+                path,
+                rate,
+                result["seconds"] / result["users"],
+                f"{base['seconds'] / result['seconds']:.2f}x",
+                result["peak_mib"],
+                result["peak_mib"] - result["loaded_rss_mib"] if info["gpu"] == "none" else "n/a",
+                float(np.abs(scores - reference).max()),
+                float(np.mean(top)),
+            ]
+        )
+    full_tokens, prefix_tokens = base["prompt_tokens"]
+    headers = ["path", "candidates/s", "s per user", "speed-up", "peak memory MiB", "peak − after-load MiB",
+               "max abs Δscore vs pair-by-pair", "top-10 overlap"]
+    speedup = base["seconds"] / results["prefix-cached"]["seconds"]
+    body = [
+        f"{args.users} users (longest histories of `{args.data}`) × {args.candidates} candidates, template "
+        f"`{TEMPLATE}` (user prompt: {full_tokens} tokens with the first candidate, "
+        f"prefix ≈ {prefix_tokens} tokens), "
+        f"LLM `{args.llm}` + random MF encoder, bf16 autocast, {threads} threads, device {common.device()}; "
+        f"scorer batch {args.batch_size} rows, ranker batch {args.rank_batch_size} suffixes (sorted by length). "
+        "One warm-up user per path is not timed.",
+        "",
+        common.markdown_table(headers, table),
+        "",
+        f"**Ranking speed-up, prefix-cached vs pair-by-pair: {speedup:.2f}x** (target ≥ 5x). Score differences are "
+        "bf16 rounding (the fp32 equality is tested in `tests/test_ranking.py`).",
+    ]
+    name = common.results_name("ranking", args.quick, threads)
+    path = common.write_results(
+        name, "Ranking 100 candidates per user: prefix cache vs pair by pair", "\n".join(body), info,
+        (load_before, load_after), sys.argv,
+    )
+    print(f"results written to {path}")
+    print(f"ranking speed-up prefix-cached vs pair-by-pair: {speedup:.2f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

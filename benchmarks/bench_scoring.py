@@ -1,0 +1,220 @@
+"""Rows/s of `CL3MRecScorer` against the plain transformers path, on real ML-1M prompts (text-only template).
+
+Paths (each in its own subprocess, same rows, same batch size, same threads):
+
+* `plain-fp32`: `AutoModelForCausalLM` fp32, prompts left-padded in dataset order,
+  `model(**batch).logits[:, -1, yes_id]` (full-vocabulary logits at every position);
+* `plain-bf16`: the same under bf16 autocast;
+* `plain-bf16-sorted`: the same with batches of similar length (what length grouping alone gives);
+* `ours-fp32`, `ours-bf16` (the scorer's default: fp32 weights + bf16 autocast), `ours-bf16-weights`
+  (bf16 weights, no re-casting per step): `CL3MRecScorer` on a text-only `CL3MRecModel` built by
+  `trainers.llm_loading.build_cl3mrec` — answer position only, "Yes"/"No" rows of the LM head,
+  length-grouped batches, inference mode.
+
+Times cover tokenisation + all forward passes, after one warm-up batch. Scores of every path are compared
+with `plain-fp32`. Run from the repository root: `python benchmarks/bench_scoring.py [--quick]`.
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks import common  # noqa: E402
+
+TEMPLATE = "tallrec_ml1m"
+FULL_PATHS = ("plain-fp32", "plain-bf16", "plain-bf16-sorted", "ours-fp32", "ours-bf16", "ours-bf16-weights")
+QUICK_PATHS = ("plain-fp32", "ours-bf16")
+PATH_NOTES = {
+    "plain-fp32": "AutoModelForCausalLM fp32, full logits, dataset order",
+    "plain-bf16": "+ bf16 autocast",
+    "plain-bf16-sorted": "+ length-sorted batches",
+    "ours-fp32": "CL3MRecScorer, fp32",
+    "ours-bf16": "CL3MRecScorer, bf16 autocast (default)",
+    "ours-bf16-weights": "CL3MRecScorer, bf16 weights + autocast",
+}
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--llm", default=common.DEFAULT_LLM, help="local LLM directory (weights + tokenizer)")
+    parser.add_argument("--data", default=common.DEFAULT_DATA, help="CoLLM pickle / split with the rows to score")
+    parser.add_argument("--rows", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--threads", type=int, default=None, help="intra-op threads (default: nproc)")
+    parser.add_argument("--paths", nargs="+", choices=FULL_PATHS, default=None)
+    parser.add_argument("--quick", action="store_true", help="32 rows, plain-fp32 vs ours-bf16 only (< 1 min)")
+    parser.add_argument("--worker", choices=FULL_PATHS, help=argparse.SUPPRESS)
+    parser.add_argument("--worker-out", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.rows = min(args.rows, 32)
+        args.paths = args.paths or list(QUICK_PATHS)
+    args.paths = args.paths or list(FULL_PATHS)
+    return args
+
+
+def plain_worker(args, rows, precision_bf16: bool, sort_by_length: bool):
+    """The plain transformers path: returns (seconds, scores, rss after load)."""
+    import numpy as np
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from data_scripts.prompts import load_template, render_prompt
+
+    device = common.device()
+    tokenizer = AutoTokenizer.from_pretrained(args.llm)
+    tokenizer.padding_side = "left"
+    tokenizer.pad_token = tokenizer.pad_token or tokenizer.eos_token
+    model = AutoModelForCausalLM.from_pretrained(args.llm, dtype=torch.float32).to(device).eval()
+    loaded_rss = common.current_rss_mib()
+    yes_id = tokenizer("Yes", add_special_tokens=False)["input_ids"][0]
+    template = load_template(TEMPLATE)
+    prompts = [render_prompt(template, row, max_history=10) for row in rows]
+    if sort_by_length:
+        lengths = [len(ids) for ids in tokenizer(prompts)["input_ids"]]
+        order = sorted(range(len(prompts)), key=lambda i: -lengths[i])
+    else:
+        order = list(range(len(prompts)))
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision_bf16)
+
+    @torch.inference_mode()
+    def score(indices):
+        scores = np.empty(len(prompts))
+        with autocast:
+            for start in range(0, len(indices), args.batch_size):
+                chunk = indices[start : start + args.batch_size]
+                batch = tokenizer([prompts[i] for i in chunk], return_tensors="pt", padding=True).to(device)
+                scores[chunk] = model(**batch).logits[:, -1, yes_id].float().cpu().numpy()
+        return scores
+
+    score(order[: args.batch_size])  # warm-up
+    seconds, scores = common.timed(lambda: score(order))
+    return seconds, scores, loaded_rss
+
+
+def ours_worker(args, rows, mode: str):
+    """`CL3MRecScorer` on a text-only CL3M-Rec model: returns (seconds, scores, rss after load)."""
+    import torch
+
+    from data_scripts.prompts import load_template
+    from trainers.llm_loading import build_cl3mrec
+    from trainers.llm_scoring import CL3MRecScorer
+
+    weights_dtype = torch.bfloat16 if mode == "ours-bf16-weights" else torch.float32
+    model, tokenizer = build_cl3mrec(args.llm, text_prompt_template=load_template(TEMPLATE), dtype=weights_dtype)
+    model = model.to(common.device())
+    loaded_rss = common.current_rss_mib()
+    scorer = CL3MRecScorer(
+        model, tokenizer, batch_size=args.batch_size, use_bf16=mode != "ours-fp32", show_progress=False
+    )
+    scorer.score(rows.select(range(min(args.batch_size, len(rows)))))  # warm-up
+    seconds, scores = common.timed(lambda: scorer.score(rows))
+    return seconds, scores, loaded_rss
+
+
+def worker(args) -> None:
+    common.set_threads(args.threads)
+    rows = common.load_rows(args.data, args.rows)
+    if args.worker.startswith("plain"):
+        seconds, scores, loaded_rss = plain_worker(
+            args, rows, precision_bf16=args.worker != "plain-fp32", sort_by_length=args.worker.endswith("sorted")
+        )
+    else:
+        seconds, scores, loaded_rss = ours_worker(args, rows, args.worker)
+    common.write_worker_result(
+        args.worker_out,
+        {
+            "path": args.worker,
+            "seconds": seconds,
+            "rows": len(rows),
+            "scores": [float(s) for s in scores],
+            "labels": [int(label) for label in rows["label"]],
+            "peak_mib": common.peak_memory_mib(),
+            "loaded_rss_mib": loaded_rss,
+        },
+    )
+
+
+def main(argv=None) -> int:
+    import numpy as np
+
+    from trainers.metrics import auc
+
+    args = parse_args(argv)
+    if args.worker:
+        worker(args)
+        return 0
+    info = common.machine_info()
+    threads = args.threads or info["cores"]
+    load_before = common.load_average()
+    passed = ["--llm", args.llm, "--data", args.data, "--rows", str(args.rows)]
+    passed += ["--batch-size", str(args.batch_size), "--threads", str(threads)]
+    results = {}
+    for path in args.paths:
+        results[path] = common.run_worker(Path(__file__), ["--worker", path, *passed])
+        print(f"{path}: {results[path]['rows'] / results[path]['seconds']:.2f} rows/s", flush=True)
+    load_after = common.load_average()
+
+    reference = np.array(results[args.paths[0]]["scores"])
+    base_rate = results[args.paths[0]]["rows"] / results[args.paths[0]]["seconds"]
+    table = []
+    for path, result in results.items():
+        scores = np.array(result["scores"])
+        rate = result["rows"] / result["seconds"]
+        diff = np.abs(scores - reference)
+        table.append(
+            [
+                path,
+                PATH_NOTES[path],
+                rate,
+                f"{rate / base_rate:.2f}x",
+                result["peak_mib"],
+                result["peak_mib"] - result["loaded_rss_mib"] if info["gpu"] == "none" else "n/a",
+                float(diff.max()),
+                float(np.corrcoef(scores, reference)[0, 1]),
+                auc(np.array(result["labels"]), scores),
+            ]
+        )
+    headers = [
+        "path",
+        "what",
+        "rows/s",
+        f"vs {args.paths[0]}",
+        "peak memory MiB",
+        "peak − after-load MiB",
+        f"max abs Δscore vs {args.paths[0]}",
+        "Pearson r",
+        "AUC",
+    ]
+    body = [
+        f"Rows: {args.rows} random rows (seed 0) of `{args.data}`, template `{TEMPLATE}` (text only), "
+        f"LLM `{args.llm}`, "
+        f"batch size {args.batch_size}, {threads} threads, device {common.device()}.",
+        "Each path runs in its own subprocess; time = tokenisation + forward passes after a warm-up batch; "
+        "peak memory = max RSS of the subprocess (CPU) or `torch.cuda.max_memory_allocated` (GPU), "
+        "model weights included.",
+        "",
+        common.markdown_table(headers, table),
+        "",
+    ]
+    ratio = None
+    if "ours-bf16" in results and "plain-fp32" in results:
+        ratio = (results["ours-bf16"]["rows"] / results["ours-bf16"]["seconds"]) / (
+            results["plain-fp32"]["rows"] / results["plain-fp32"]["seconds"]
+        )
+        body.append(f"**Scoring speed-up, `ours-bf16` vs `plain-fp32`: {ratio:.2f}x** (target ≥ 3x).")
+    name = common.results_name("scoring", args.quick, threads)
+    path = common.write_results(
+        name, "Scoring throughput: CL3MRecScorer vs plain transformers", "\n".join(body), info,
+        (load_before, load_after), sys.argv,
+    )
+    print(f"results written to {path}")
+    if ratio is not None:
+        print(f"scoring speed-up ours-bf16 vs plain-fp32: {ratio:.2f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

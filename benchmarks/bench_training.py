@@ -1,0 +1,243 @@
+"""Training throughput (samples/s), model FLOPs utilisation (MFU) and peak memory per stage.
+
+The loop is the trainer's step without the Trainer around it: the stage model exactly as
+`trainers.train_cli.build_stage_model` makes it (`build_cl3mrec` + `add_lora`, then `apply_stage`), batches of
+real ML-1M train rows from `tokenize_dataset` + `CL3MRecCollator` (random order, as Trainer's sampler),
+`model(**batch).loss` (BCE on the answer score) under bf16 autocast, `backward`, `AdamW.step`, `zero_grad`.
+
+* `lora`: text-only template `tallrec_ml1m`, LoRA (r=8, all attention/MLP linears) trains.
+* `cie`: CoLLM template `collm_ml1m` with user/item placeholders from a random MF encoder; only the projector
+  trains (LoRA stays in place, frozen), gradients flow back through the whole LLM to the placeholder embeddings.
+
+Model FLOPs per step = 2 · N · tokens (forward) × 2 (backward of a frozen-weight network: input gradients
+only, as costly as the forward; LoRA / projector weight gradients are negligible), i.e. `4 · N · tokens`;
+a full fine-tune, where weight gradients flow too, would be `6 · N · tokens` (×3). N = LLM parameters without
+the embedding table (and without the LM head: only its 2 answer rows meet one position), LoRA included;
+tokens = non-padding tokens; attention score FLOPs are not counted (conservative). Gradient-checkpointing
+recomputation is not counted either (MFU counts useful FLOPs only). MFU = model FLOP/s ÷ the best bf16
+`torch.matmul` FLOP/s measured in the same run. Run from the repository root:
+`python benchmarks/bench_training.py [--quick]`.
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks import common  # noqa: E402
+
+STAGE_TEMPLATES = {"lora": "tallrec_ml1m", "cie": "collm_ml1m"}
+# (stage, gradient checkpointing, weights dtype, LoRA dropout, attention): the first row of each stage is what
+# the bundled configs run (fp32 weights + bf16 autocast, lora_dropout 0.05, SDPA); the others change one knob
+# at a time. "bf16" keeps the frozen LLM in bf16 (LoRA, projector and CF encoder stay fp32). LoRA dropout acts in
+# train mode even when LoRA is frozen (stage cie).
+FULL_CONFIGS = [
+    ("lora", False, "fp32", 0.05, "sdpa"),
+    ("lora", True, "fp32", 0.05, "sdpa"),
+    ("lora", False, "fp32", 0.0, "sdpa"),
+    ("lora", False, "fp32", 0.0, "eager"),
+    ("lora", False, "bf16", 0.0, "eager"),
+    ("lora", True, "fp32", 0.0, "eager"),
+    ("cie", False, "fp32", 0.05, "sdpa"),
+    ("cie", True, "fp32", 0.05, "sdpa"),
+    ("cie", False, "fp32", 0.0, "eager"),
+]
+QUICK_CONFIGS = [("lora", False, "fp32", 0.05, "sdpa"), ("lora", False, "fp32", 0.0, "eager")]
+PEAK_SHAPES = [(4096, 4096, 4096), (2048, 2048, 2048), (4096, 576, 1536), (4096, 1536, 576)]
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--llm", default=common.DEFAULT_LLM)
+    parser.add_argument("--data", default=common.DEFAULT_TRAIN_DATA)
+    parser.add_argument("--batch-size", type=int, default=8, help="per_device_train_batch_size of the configs")
+    parser.add_argument("--steps", type=int, default=4, help="timed optimizer steps per configuration")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed steps first")
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--quick", action="store_true", help="2 lora configurations, 2 timed steps of batch 4")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--worker-out", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.batch_size, args.steps, args.warmup = min(args.batch_size, 4), min(args.steps, 2), 1
+    return args
+
+
+def measure_peak(threads: int, repeats: int = 5) -> dict:
+    """Best matmul FLOP/s: bf16 over `PEAK_SHAPES` (the peak is their max) and fp32 4096³ for reference."""
+    import torch
+
+    torch.set_num_threads(threads)
+    dev = common.device()
+    results = {}
+    for dtype, shapes in ((torch.bfloat16, PEAK_SHAPES), (torch.float32, PEAK_SHAPES[:1])):
+        for m, k, n in shapes:
+            a = torch.randn(m, k, dtype=dtype, device=dev)
+            b = torch.randn(k, n, dtype=dtype, device=dev)
+            torch.matmul(a, b)
+            seconds, _ = common.timed(lambda: torch.matmul(a, b), repeats)
+            results[f"{str(dtype).removeprefix('torch.')} {m}x{k}x{n}"] = 2 * m * k * n / seconds
+    return results
+
+
+def non_embedding_parameters(language_model) -> int:
+    """LLM parameters without the input embedding table and the LM head (LoRA layers included)."""
+    skip = {id(p) for p in language_model.get_input_embeddings().parameters()}
+    skip |= {id(p) for p in language_model.get_output_embeddings().parameters()}
+    return sum(p.numel() for p in language_model.parameters() if id(p) not in skip)
+
+
+def build_stage(
+    args, stage: str, gradient_checkpointing: bool, weights: str, lora_dropout: float = 0.05, attention: str = "sdpa"
+):
+    """`(peft_model, tokenizer, with_ids)` as `train_cli.build_stage_model` + `apply_stage` build them."""
+    import torch
+
+    from data_scripts.io import load_split_file
+    from data_scripts.prompts import load_template
+    from modeling_cl3mrec import CFRecConfig
+    from trainers.llm_loading import add_lora, build_cl3mrec
+    from trainers.stages import apply_stage
+
+    template = load_template(STAGE_TEMPLATES[stage])
+    with_ids = stage == "cie"
+    cf_config = None
+    if with_ids:
+        data = load_split_file(args.data, allow_pickle=str(args.data).endswith(".pkl"))
+        num_items = max(max(data["item_id"]), max(max(h) for h in data["history_item_ids"] if h)) + 1
+        num_users = max(data["user_id"]) + 1
+        cf_config = CFRecConfig(encoder_type="mf", num_users=num_users, num_items=num_items, hidden_size=64)
+    torch.manual_seed(0)
+    model, tokenizer = build_cl3mrec(
+        args.llm,
+        cf_config=cf_config,
+        prompt_template=template if with_ids else None,
+        text_prompt_template=None if with_ids else template,
+        dtype=torch.bfloat16 if weights == "bf16" else torch.float32,
+    )
+    model.language_model.set_attn_implementation(attention)
+    model = add_lora(model.to(common.device()), dropout=lora_dropout)
+    apply_stage(model, stage)
+    if gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    return model.train(), tokenizer, with_ids
+
+
+def worker(args) -> None:
+    import torch
+
+    from trainers.prompt_dataset import CL3MRecCollator, tokenize_dataset
+
+    threads = common.set_threads(args.threads)
+    stage, checkpointing, weights, dropout, attention = args.worker.split(":")
+    model, tokenizer, with_ids = build_stage(args, stage, checkpointing == "on", weights, float(dropout), attention)
+    loaded_rss = common.current_rss_mib()
+    config = model.get_base_model().config
+    rows = common.load_rows(args.data, args.batch_size * (args.steps + args.warmup), seed=1)
+    features = tokenize_dataset(rows, tokenizer, config, with_ids=with_ids).to_list()
+    collator = CL3MRecCollator(tokenizer, config.max_history, with_ids=with_ids)
+    batches = [collator(features[i : i + args.batch_size]) for i in range(0, len(features), args.batch_size)]
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=1e-4)
+    dev = common.device()
+
+    def step(batch):
+        with torch.autocast(dev.type, dtype=torch.bfloat16):
+            loss = model(**{name: tensor.to(dev) for name, tensor in batch.items()}).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return float(loss)
+
+    for batch in batches[: args.warmup]:
+        step(batch)
+    timed = batches[args.warmup :]
+    seconds = 0.0
+    for batch in timed:
+        elapsed, _ = common.timed(lambda: step(batch))
+        seconds += elapsed
+    real_tokens = sum(int(b["attention_mask"].sum()) for b in timed)
+    padded_tokens = sum(b["attention_mask"].numel() for b in timed)
+    common.write_worker_result(
+        args.worker_out,
+        {
+            "samples": sum(len(b["input_ids"]) for b in timed),
+            "seconds": seconds,
+            "real_tokens": real_tokens,
+            "padded_tokens": padded_tokens,
+            "n_params": non_embedding_parameters(model.get_base_model().language_model),
+            "trainable": sum(p.numel() for p in trainable),
+            "peak_mib": common.peak_memory_mib(),
+            "loaded_rss_mib": loaded_rss,
+            "threads": threads,
+        },
+    )
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.worker:
+        worker(args)
+        return 0
+    info = common.machine_info()
+    threads = args.threads or info["cores"]
+    load_before = common.load_average()
+    peaks = measure_peak(threads)
+    peak_bf16 = max(value for name, value in peaks.items() if name.startswith("bfloat16"))
+    print(f"bf16 matmul peak: {peak_bf16 / 1e9:.0f} GFLOP/s", flush=True)
+    passed = ["--llm", args.llm, "--data", args.data, "--batch-size", str(args.batch_size)]
+    passed += ["--steps", str(args.steps), "--warmup", str(args.warmup), "--threads", str(threads)]
+    table = []
+    for stage, checkpointing, weights, dropout, attention in QUICK_CONFIGS if args.quick else FULL_CONFIGS:
+        key = f"{stage}:{'on' if checkpointing else 'off'}:{weights}:{dropout}:{attention}"
+        result = common.run_worker(Path(__file__), ["--worker", key, *passed])
+        flops = 4 * result["n_params"] * result["real_tokens"]
+        flops_per_second = flops / result["seconds"]
+        samples_per_second = result["samples"] / result["seconds"]
+        print(f"{key}: {samples_per_second:.2f} samples/s, MFU {flops_per_second / peak_bf16:.1%}", flush=True)
+        table.append(
+            [
+                stage,
+                "on" if checkpointing else "off",
+                "fp32 + bf16 autocast" if weights == "fp32" else "bf16 frozen LLM + autocast",
+                dropout,
+                attention,
+                samples_per_second,
+                result["real_tokens"] / result["seconds"],
+                flops_per_second / 1e9,
+                f"{flops_per_second / peak_bf16:.1%}",
+                f"{1 - result['real_tokens'] / result['padded_tokens']:.0%}",
+                result["peak_mib"],
+                result["peak_mib"] - result["loaded_rss_mib"] if info["gpu"] == "none" else "n/a",
+                result["trainable"],
+            ]
+        )
+    load_after = common.load_average()
+    headers = ["stage", "grad. checkpointing", "weights", "LoRA dropout", "attention", "samples/s", "tokens/s",
+               "model GFLOP/s", "MFU", "padding", "peak memory MiB", "peak − after-load MiB", "trainable params"]
+    n_params = result["n_params"]
+    body = [
+        f"Batch {args.batch_size} rows of `{args.data}` (random order), {args.steps} timed steps after {args.warmup} "
+        f"warm-up steps, {threads} threads, device {common.device()}, LLM `{args.llm}` "
+        f"(N = {n_params / 1e6:.1f} M non-embedding parameters incl. LoRA).",
+        "",
+        "Matmul peak measured in this run (best of 5):",
+        "",
+        common.markdown_table(["matmul", "GFLOP/s"], [[name, value / 1e9] for name, value in peaks.items()]),
+        "",
+        f"MFU is against the best bf16 figure, {peak_bf16 / 1e9:.0f} GFLOP/s; "
+        "model FLOPs = 4 · N · non-padding tokens (see the script's docstring).",
+        "",
+        common.markdown_table(headers, table),
+    ]
+    name = common.results_name("training", args.quick, threads)
+    path = common.write_results(
+        name, "Training throughput and MFU per stage", "\n".join(body), info, (load_before, load_after), sys.argv
+    )
+    print(f"results written to {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,176 @@
+"""Shared helpers of the benchmark scripts: machine facts, real ML-1M prompts, timing, subprocess workers, tables.
+
+Each benchmark runs every measured path in its own subprocess (`run_worker`), so peak memory
+(`ru_maxrss`, or `torch.cuda.max_memory_allocated` on a GPU) belongs to that path alone.
+"""
+
+import datetime
+import json
+import os
+import platform
+import resource
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+RESULTS_DIR = REPO / "benchmarks" / "results"
+DEFAULT_LLM = "/tmp/smollm2-135m"
+DEFAULT_DATA = "/work/shared/data/ml-1m/valid_small_ood2.pkl"
+DEFAULT_TRAIN_DATA = "/work/shared/data/ml-1m/train_ood2.pkl"
+
+
+def device():
+    """`cuda` when available, else `cpu` (nothing here needs a GPU)."""
+    import torch
+
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def set_threads(threads: int | None) -> int:
+    """Use `threads` intra-op threads (default: all cores, `nproc`); returns the number set."""
+    import torch
+
+    threads = threads or len(os.sched_getaffinity(0))
+    torch.set_num_threads(threads)
+    return threads
+
+
+def machine_info() -> dict:
+    """CPU model, cores, RAM, GPU (if any) and library versions, for the results header."""
+    import peft
+    import torch
+    import transformers
+
+    cpu = platform.processor() or "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+        flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags"))
+        isa = [flag for flag in ("avx512f", "avx512_bf16", "amx_bf16", "avx2") if f" {flag} " in f"{flags} "]
+    except (OSError, StopIteration):
+        isa = []
+    ram_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    info = {
+        "cpu": cpu,
+        "cpu_isa": ", ".join(isa) or "n/a",
+        "cores": len(os.sched_getaffinity(0)),
+        "ram_gib": round(ram_gib, 1),
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none",
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "peft": peft.__version__,
+        "python": platform.python_version(),
+    }
+    return info
+
+
+def load_average() -> str:
+    one, five, fifteen = os.getloadavg()
+    return f"{one:.2f} / {five:.2f} / {fifteen:.2f}"
+
+
+def load_rows(path: str, count: int, seed: int = 0):
+    """`count` rows (fixed random sample, `seed`) of a CoLLM pickle / our split, as a `datasets.Dataset`."""
+    from data_scripts.io import load_split_file
+
+    dataset = load_split_file(path, allow_pickle=str(path).endswith(".pkl"))
+    count = min(count, len(dataset))
+    return dataset.shuffle(seed=seed).select(range(count))
+
+
+def peak_memory_mib() -> float:
+    """Peak memory of this process: GPU allocator peak on CUDA, else the max resident set size."""
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def current_rss_mib() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def synchronize() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def timed(function, repeats: int = 1) -> tuple[float, object]:
+    """Best wall time (s) of `repeats` calls of `function()` and its last result."""
+    best, result = float("inf"), None
+    for _ in range(repeats):
+        synchronize()
+        start = time.perf_counter()
+        result = function()
+        synchronize()
+        best = min(best, time.perf_counter() - start)
+    return best, result
+
+
+def run_worker(script: Path, args: list[str], timeout: float = 1800) -> dict:
+    """Run `script --worker-out FILE args...` in a fresh interpreter and return the JSON it wrote."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "result.json"
+        command = [sys.executable, str(script), "--worker-out", str(out), *args]
+        completed = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+        if completed.returncode != 0 or not out.exists():
+            raise RuntimeError(f"worker {shlex.join(command)} failed:\n{completed.stderr[-4000:]}")
+        return json.loads(out.read_text())
+
+
+def write_worker_result(path: str, result: dict) -> None:
+    Path(path).write_text(json.dumps(result))
+
+
+def markdown_table(headers: list[str], rows: list[list]) -> str:
+    def cell(value):
+        if isinstance(value, float):
+            return f"{value:.3g}" if abs(value) < 100 else f"{value:,.0f}"
+        return str(value)
+
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join(" --- " for _ in headers) + "|"]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def results_name(base: str, quick: bool, threads: int) -> str:
+    """`<base>[_quick][_threads<N>]`: the thread count is named only when it is not all cores."""
+    name = f"{base}_quick" if quick else base
+    return name if threads == len(os.sched_getaffinity(0)) else f"{name}_threads{threads}"
+
+
+def write_results(name: str, title: str, body: str, info: dict, loads: tuple[str, str], argv: list[str]) -> Path:
+    """Write `benchmarks/results/<name>.md`: header (machine, versions, date, command, load) + `body`."""
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    command = "python " + shlex.join([os.path.relpath(argv[0], REPO), *argv[1:]])
+    header = [
+        f"# {title}",
+        "",
+        f"- date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC",
+        f"- command (from the repository root): `{command}`",
+        f"- machine: {info['cpu']} ({info['cpu_isa']}), {info['cores']} cores, {info['ram_gib']} GiB RAM, "
+        f"GPU: {info['gpu']}",
+        f"- versions: torch {info['torch']}, transformers {info['transformers']}, peft {info['peft']}, "
+        f"python {info['python']}",
+        f"- load average (1/5/15 min) before: {loads[0]}; after: {loads[1]} "
+        "(the machine is shared: loads above the core count mean other jobs competed for the CPUs)",
+        "",
+    ]
+    path = RESULTS_DIR / f"{name}.md"
+    path.write_text("\n".join(header) + "\n" + body.rstrip() + "\n")
+    return path
