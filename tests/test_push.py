@@ -61,8 +61,8 @@ def make_model_dir(path: Path) -> Path:
     return path
 
 
-def run_push(hub: HubRecorder, tmp_path: Path, *args: str, module: str = "trainers.push_cli") -> subprocess.CompletedProcess:
-    """``python -m MODULE ARGS`` in a subprocess pointed at the recorder (HF_ENDPOINT is read at import)."""
+def run_push(hub: HubRecorder, tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+    """``python -m trainers.cli push ARGS`` in a subprocess pointed at the recorder (HF_ENDPOINT is read at import)."""
     env = {key: value for key, value in os.environ.items() if not key.startswith("HF_")}
     env.update(
         HF_ENDPOINT=hub.endpoint,
@@ -75,7 +75,7 @@ def run_push(hub: HubRecorder, tmp_path: Path, *args: str, module: str = "traine
         PYTHONPATH=str(ROOT),
         OMP_NUM_THREADS="1",
     )
-    command = [sys.executable, "-m", module, *args]
+    command = [sys.executable, "-m", "trainers.cli", "push", *args]
     return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
 
 
@@ -181,10 +181,3 @@ def test_register_adds_push_subcommand(model_dir):
         None,
         ["a/b"],
     )
-
-
-def test_cl3mrec_push_through_main_cli(model_dir, tmp_path):
-    with HubRecorder() as hub:
-        result = run_push(hub, tmp_path, "push", "--model", str(model_dir), "--repo-id", REPO_ID, module="trainers.cli")
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert len(hub.commits) == 1 and "README.md" in hub.commits[0]["files"]

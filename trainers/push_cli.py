@@ -6,10 +6,8 @@ The token comes from the usual places (``HF_TOKEN``, ``hf auth login``); ``HF_EN
 The trainer calls :func:`push_model` directly.
 """
 
-import argparse
 import json
 import logging
-import sys
 from pathlib import Path
 from typing import Optional
 
@@ -125,7 +123,7 @@ def push_model(
     return commit
 
 
-def _run(args: argparse.Namespace) -> int:
+def _run(args) -> int:
     card_kwargs = {"base_model": args.base_model, "datasets": args.dataset or None}
     push_model(
         args.model,
@@ -138,7 +136,9 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_arguments(parser: argparse.ArgumentParser) -> None:
+def register(subparsers) -> None:
+    """Add the ``push`` subcommand to the ``cl3mrec`` parser."""
+    parser = subparsers.add_parser("push", help="upload a saved model and its model card to the Hub")
     parser.add_argument("--model", required=True, help="saved model directory (config.json, weights, tokenizer)")
     parser.add_argument("--repo-id", required=True, help="Hub repo, ORG/NAME")
     parser.add_argument("--private", action="store_true", help="create the repo as private")
@@ -149,25 +149,3 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
         "--dataset", action="append", default=[], help="Hub dataset id for the card metadata (repeatable)"
     )
     parser.set_defaults(func=_run)
-
-
-def register(subparsers) -> None:
-    """Add the ``push`` subcommand to the ``cl3mrec`` parser."""
-    _add_arguments(subparsers.add_parser("push", help="upload a saved model and its model card to the Hub"))
-
-
-def main(argv=None) -> int:
-    """``python -m trainers.push_cli``: the ``push`` subcommand without the rest of the CLI."""
-    parser = argparse.ArgumentParser(prog="cl3mrec push", description=__doc__.splitlines()[0])
-    _add_arguments(parser)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        return args.func(args)
-    except (ValueError, FileNotFoundError) as error:
-        logger.error("%s", error)
-        return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -79,11 +79,9 @@ class CL3MRecTrainer(Trainer):
         self._metrics = {"train": defaultdict(list), "eval": defaultdict(list)}
 
     def _record(self, name: str, value: torch.Tensor) -> None:
-        """Append the across-process mean of ``value`` to the current mode's buffer (all ranks must call)."""
+        """Buffer ``value`` (a detached scalar tensor) for the current mode; no device sync on the step path."""
         mode = "train" if self.model.training else "eval"
-        value = self.accelerator.gather(value.detach().float().reshape(1)).nanmean()
-        if not torch.isnan(value):
-            self._metrics[mode][name].append(value.item())
+        self._metrics[mode][name].append(value.detach().float().reshape(()))
 
     def _contrastive(self, outputs, inputs: dict) -> torch.Tensor:
         """Mean of the item-level and user-level InfoNCE; logs their losses and top-1 accuracies."""
@@ -138,8 +136,14 @@ class CL3MRecTrainer(Trainer):
         return loss, outputs.logits.detach().float(), targets
 
     def flush_metrics(self, mode: str) -> dict[str, float]:
-        """Averages of the buffered loss terms of ``mode`` (``eval_`` prefixed for eval); empties the buffer."""
-        metrics = {key: sum(values) / len(values) for key, values in self._metrics[mode].items() if values}
+        """Averages of the buffered loss terms of ``mode`` over steps, then processes (``eval_`` prefixed for
+        eval); empties the buffer. Every rank must call it (one gather per term)."""
+        metrics = {}
+        for key, values in self._metrics[mode].items():  # same keys in the same order on every rank
+            local_mean = torch.stack(values).nanmean().reshape(1)  # NaN: e.g. no valid user row in a batch
+            value = self.accelerator.gather(local_mean).nanmean()
+            if not torch.isnan(value):
+                metrics[key] = value.item()
         self._metrics[mode].clear()
         return {f"eval_{key}": value for key, value in metrics.items()} if mode == "eval" else metrics
 
