@@ -5,7 +5,9 @@ BIN := $(VENV)/bin
 DATA ?= ../shared/data/ml-1m
 OUT ?= runs/ml1m
 
-.PHONY: install test run smoke clean
+LLM ?= runs/llm/smollm2-135m
+
+.PHONY: install test run smoke bench bench-quick clean
 
 $(BIN)/cl3mrec: setup.cfg pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -24,6 +26,15 @@ run: install
 
 smoke: install
 	$(BIN)/cl3mrec pipeline --config configs/smoke.yaml
+
+$(LLM)/config.json:
+	$(BIN)/cl3mrec llm fetch smollm2-135m --out $(LLM)
+
+bench: install $(LLM)/config.json
+	DATA=$(DATA) PYTHON=$(abspath $(BIN))/python bash benchmarks/run_all.sh --llm $(LLM)
+
+bench-quick: install $(LLM)/config.json
+	DATA=$(DATA) $(BIN)/python benchmarks/bench_scoring.py --quick --llm $(LLM)
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

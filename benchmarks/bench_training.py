@@ -5,9 +5,10 @@ The loop is the trainer's step without the Trainer around it: the stage model ex
 real ML-1M train rows from `tokenize_dataset` + `CL3MRecCollator` (random order, as Trainer's sampler),
 `model(**batch).loss` (BCE on the answer score) under bf16 autocast, `backward`, `AdamW.step`, `zero_grad`.
 
-* `lora`: text-only template `tallrec_ml1m`, LoRA (r=8, all attention/MLP linears) trains.
+* `lora`: text-only template `tallrec_ml1m`, LoRA (r=8 on the modules of `configs/ml1m/tallrec_lora.yaml`) trains.
 * `cie`: CoLLM template `collm_ml1m` with user/item placeholders from a random MF encoder; only the projector
-  trains (LoRA stays in place, frozen), gradients flow back through the whole LLM to the placeholder embeddings.
+  trains (LoRA frozen; merged into the base weights as `trainers.stages.merged_frozen_lora` does in the trainer,
+  or left as PEFT layers), gradients flow back through the whole LLM to the placeholder embeddings.
 
 Model FLOPs per step = 2 · N · tokens (forward) × 2 (backward of a frozen-weight network: input gradients
 only, as costly as the forward; LoRA / projector weight gradients are negligible), i.e. `4 · N · tokens`;
@@ -20,30 +21,92 @@ recomputation is not counted either (MFU counts useful FLOPs only). MFU = model 
 """
 
 import argparse
+import contextlib
 import sys
 from pathlib import Path
+from typing import NamedTuple
+
+import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import common  # noqa: E402
 
 STAGE_TEMPLATES = {"lora": "tallrec_ml1m", "cie": "collm_ml1m"}
-# (stage, gradient checkpointing, weights dtype, LoRA dropout, attention): the first row of each stage is what
-# the bundled configs run (fp32 weights + bf16 autocast, lora_dropout 0.05, SDPA); the others change one knob
-# at a time. "bf16" keeps the frozen LLM in bf16 (LoRA, projector and CF encoder stay fp32). LoRA dropout acts in
-# train mode even when LoRA is frozen (stage cie).
-FULL_CONFIGS = [
-    ("lora", False, "fp32", 0.05, "sdpa"),
-    ("lora", True, "fp32", 0.05, "sdpa"),
-    ("lora", False, "fp32", 0.0, "sdpa"),
-    ("lora", False, "fp32", 0.0, "eager"),
-    ("lora", False, "bf16", 0.0, "eager"),
-    ("lora", True, "fp32", 0.0, "eager"),
-    ("cie", False, "fp32", 0.05, "sdpa"),
-    ("cie", True, "fp32", 0.05, "sdpa"),
-    ("cie", False, "fp32", 0.0, "eager"),
-]
-QUICK_CONFIGS = [("lora", False, "fp32", 0.05, "sdpa"), ("lora", False, "fp32", 0.0, "eager")]
+BUNDLED_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "ml1m" / "tallrec_lora.yaml"
+
+
+class Setting(NamedTuple):
+    """One measured configuration. ``weights``: "bf16" keeps the frozen LLM in bf16 (``dtype: bfloat16``; LoRA,
+    projector and CF encoder stay fp32), "fp32" is fp32 weights + bf16 autocast, "nf4" is QLoRA (CUDA only). ``merge``: frozen LoRA merged
+    into the base weights while training (what the trainer does in stage ``cie``). ``sampler``: "random" (Trainer's
+    default) or "group_by_length" (``train_sampling_strategy: group_by_length``, transformers'
+    ``LengthGroupedSampler`` over one megabatch of 50 batches)."""
+
+    stage: str
+    checkpointing: bool
+    weights: str
+    dropout: float
+    attention: str
+    merge: bool
+    sampler: str = "random"
+
+    def key(self) -> str:
+        return ":".join(str(value) for value in self)
+
+    @classmethod
+    def from_key(cls, key: str) -> "Setting":
+        stage, checkpointing, weights, dropout, attention, merge, sampler = key.split(":")
+        return cls(stage, checkpointing == "True", weights, float(dropout), attention, merge == "True", sampler)
+
+
+def configurations(quick: bool, device_type: str, qlora: bool) -> list[Setting]:
+    """The measured settings. The first row of each stage is what `configs/ml1m/*.yaml` train with (fp32 weights +
+    bf16 autocast, LoRA dropout 0, `train_attn_implementation: auto` = eager on a CPU / SDPA on a GPU, frozen LoRA
+    merged in cie); the last row of each stage is the plain PEFT + transformers path (PEFT's dropout 0.05, acting
+    even on a frozen adapter, SDPA); the rows between change one knob of the first row. ``qlora`` (CUDA +
+    bitsandbytes) adds a 4-bit NF4 row per stage."""
+    auto, other = ("eager", "sdpa") if device_type == "cpu" else ("sdpa", "eager")
+    bundled_lora = Setting("lora", False, "fp32", 0.0, auto, False)
+    plain_lora = Setting("lora", False, "fp32", 0.05, "sdpa", False)
+    if quick:
+        return [bundled_lora, plain_lora]
+    settings = [
+        bundled_lora,
+        bundled_lora._replace(weights="bf16"),
+        bundled_lora._replace(dropout=0.05),
+        bundled_lora._replace(attention=other),
+        bundled_lora._replace(checkpointing=True),
+        bundled_lora._replace(sampler="group_by_length"),
+        *([bundled_lora._replace(weights="nf4")] if qlora else []),
+        plain_lora,
+    ]
+    bundled_cie = Setting("cie", False, "fp32", 0.0, auto, True)
+    return settings + [
+        bundled_cie,
+        bundled_cie._replace(dropout=0.05, merge=False),
+        bundled_cie._replace(weights="bf16"),
+        bundled_cie._replace(checkpointing=True),
+        bundled_cie._replace(sampler="group_by_length"),
+        *([bundled_cie._replace(weights="nf4", merge=False)] if qlora else []),
+        Setting("cie", False, "fp32", 0.05, "sdpa", False),
+    ]
+
+
+def qlora_available() -> bool:
+    """CUDA and bitsandbytes are both present (4-bit NF4 rows are measured)."""
+    import importlib.util
+
+    import torch
+
+    return torch.cuda.is_available() and importlib.util.find_spec("bitsandbytes") is not None
+
+
+WEIGHTS_LABELS = {
+    "fp32": "fp32 + bf16 autocast",
+    "bf16": "bf16 frozen LLM + autocast",
+    "nf4": "4-bit NF4 frozen LLM (QLoRA) + autocast",
+}
 PEAK_SHAPES = [(4096, 4096, 4096), (2048, 2048, 2048), (4096, 576, 1536), (4096, 1536, 576)]
 
 
@@ -52,8 +115,12 @@ def parse_args(argv=None):
     parser.add_argument("--llm", default=common.DEFAULT_LLM)
     parser.add_argument("--data", default=common.DEFAULT_TRAIN_DATA)
     parser.add_argument("--batch-size", type=int, default=8, help="per_device_train_batch_size of the configs")
-    parser.add_argument("--steps", type=int, default=4, help="timed optimizer steps per configuration")
-    parser.add_argument("--warmup", type=int, default=1, help="untimed steps first")
+    parser.add_argument(
+        "--lora-targets", nargs="+", default=yaml.safe_load(BUNDLED_CONFIG.read_text())["lora_target_modules"],
+        help="LoRA target modules (default: those of configs/ml1m/tallrec_lora.yaml)",
+    )
+    parser.add_argument("--steps", type=int, default=8, help="timed optimizer steps per configuration")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed steps first (allocator and caches warm up)")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--quick", action="store_true", help="2 lora configurations, 2 timed steps of batch 4")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
@@ -88,9 +155,7 @@ def non_embedding_parameters(language_model) -> int:
     return sum(p.numel() for p in language_model.parameters() if id(p) not in skip)
 
 
-def build_stage(
-    args, stage: str, gradient_checkpointing: bool, weights: str, lora_dropout: float = 0.05, attention: str = "sdpa"
-):
+def build_stage(args, setting: Setting):
     """`(peft_model, tokenizer, with_ids)` as `train_cli.build_stage_model` + `apply_stage` build them."""
     import torch
 
@@ -100,8 +165,8 @@ def build_stage(
     from trainers.llm_loading import add_lora, build_cl3mrec
     from trainers.stages import apply_stage
 
-    template = load_template(STAGE_TEMPLATES[stage])
-    with_ids = stage == "cie"
+    template = load_template(STAGE_TEMPLATES[setting.stage])
+    with_ids = setting.stage == "cie"
     cf_config = None
     if with_ids:
         data = load_split_file(args.data, allow_pickle=str(args.data).endswith(".pkl"))
@@ -114,12 +179,15 @@ def build_stage(
         cf_config=cf_config,
         prompt_template=template if with_ids else None,
         text_prompt_template=None if with_ids else template,
-        dtype=torch.bfloat16 if weights == "bf16" else torch.float32,
+        dtype=torch.bfloat16 if setting.weights in ("bf16", "nf4") else torch.float32,
+        quantization="nf4" if setting.weights == "nf4" else None,
     )
-    model.language_model.set_attn_implementation(attention)
-    model = add_lora(model.to(common.device()), dropout=lora_dropout)
-    apply_stage(model, stage)
-    if gradient_checkpointing:
+    model.language_model.set_attn_implementation(setting.attention)
+    if setting.weights != "nf4":  # a 4-bit model is placed on the GPU when loaded
+        model = model.to(common.device())
+    model = add_lora(model, dropout=setting.dropout, target_modules=args.lora_targets)
+    apply_stage(model, setting.stage)
+    if setting.checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     return model.train(), tokenizer, with_ids
 
@@ -128,14 +196,23 @@ def worker(args) -> None:
     import torch
 
     from trainers.prompt_dataset import CL3MRecCollator, tokenize_dataset
+    from trainers.stages import merged_frozen_lora
 
     threads = common.set_threads(args.threads)
-    stage, checkpointing, weights, dropout, attention = args.worker.split(":")
-    model, tokenizer, with_ids = build_stage(args, stage, checkpointing == "on", weights, float(dropout), attention)
+    setting = Setting.from_key(args.worker)
+    model, tokenizer, with_ids = build_stage(args, setting)
     loaded_rss = common.current_rss_mib()
     config = model.get_base_model().config
-    rows = common.load_rows(args.data, args.batch_size * (args.steps + args.warmup), seed=1)
+    needed = args.batch_size * (args.steps + args.warmup)
+    grouped = setting.sampler == "group_by_length"
+    rows = common.load_rows(args.data, max(needed, 50 * args.batch_size) if grouped else needed, seed=1)
     features = tokenize_dataset(rows, tokenizer, config, with_ids=with_ids).to_list()
+    if grouped:
+        from transformers.trainer_pt_utils import LengthGroupedSampler
+
+        lengths = [len(feature["input_ids"]) for feature in features]
+        order = LengthGroupedSampler(args.batch_size, lengths=lengths, generator=torch.Generator().manual_seed(0))
+        features = [features[i] for i in list(order)[:needed]]
     collator = CL3MRecCollator(tokenizer, config.max_history, with_ids=with_ids)
     batches = [collator(features[i : i + args.batch_size]) for i in range(0, len(features), args.batch_size)]
     trainable = [p for p in model.parameters() if p.requires_grad]
@@ -150,13 +227,14 @@ def worker(args) -> None:
         optimizer.zero_grad(set_to_none=True)
         return float(loss)
 
-    for batch in batches[: args.warmup]:
-        step(batch)
-    timed = batches[args.warmup :]
     seconds = 0.0
-    for batch in timed:
-        elapsed, _ = common.timed(lambda: step(batch))
-        seconds += elapsed
+    timed = batches[args.warmup :]
+    with merged_frozen_lora(model) if setting.merge else contextlib.nullcontext():
+        for batch in batches[: args.warmup]:
+            step(batch)
+        for batch in timed:
+            elapsed, _ = common.timed(lambda: step(batch))
+            seconds += elapsed
     real_tokens = sum(int(b["attention_mask"].sum()) for b in timed)
     padded_tokens = sum(b["attention_mask"].numel() for b in timed)
     common.write_worker_result(
@@ -188,9 +266,10 @@ def main(argv=None) -> int:
     print(f"bf16 matmul peak: {peak_bf16 / 1e9:.0f} GFLOP/s", flush=True)
     passed = ["--llm", args.llm, "--data", args.data, "--batch-size", str(args.batch_size)]
     passed += ["--steps", str(args.steps), "--warmup", str(args.warmup), "--threads", str(threads)]
+    passed += ["--lora-targets", *args.lora_targets]
     table = []
-    for stage, checkpointing, weights, dropout, attention in QUICK_CONFIGS if args.quick else FULL_CONFIGS:
-        key = f"{stage}:{'on' if checkpointing else 'off'}:{weights}:{dropout}:{attention}"
+    for setting in configurations(args.quick, common.device().type, qlora_available()):
+        key = setting.key()
         result = common.run_worker(Path(__file__), ["--worker", key, *passed])
         flops = 4 * result["n_params"] * result["real_tokens"]
         flops_per_second = flops / result["seconds"]
@@ -198,11 +277,13 @@ def main(argv=None) -> int:
         print(f"{key}: {samples_per_second:.2f} samples/s, MFU {flops_per_second / peak_bf16:.1%}", flush=True)
         table.append(
             [
-                stage,
-                "on" if checkpointing else "off",
-                "fp32 + bf16 autocast" if weights == "fp32" else "bf16 frozen LLM + autocast",
-                dropout,
-                attention,
+                setting.stage,
+                "on" if setting.checkpointing else "off",
+                WEIGHTS_LABELS[setting.weights],
+                setting.dropout,
+                setting.attention,
+                "merged" if setting.merge else "PEFT layers",
+                setting.sampler,
                 samples_per_second,
                 result["real_tokens"] / result["seconds"],
                 flops_per_second / 1e9,
@@ -214,12 +295,14 @@ def main(argv=None) -> int:
             ]
         )
     load_after = common.load_average()
-    headers = ["stage", "grad. checkpointing", "weights", "LoRA dropout", "attention", "samples/s", "tokens/s",
-               "model GFLOP/s", "MFU", "padding", "peak memory MiB", "peak − after-load MiB", "trainable params"]
+    headers = ["stage", "grad. checkpointing", "weights", "LoRA dropout", "attention", "frozen LoRA", "batches",
+               "samples/s", "tokens/s", "model GFLOP/s", "MFU", "padding", "peak memory MiB", "peak − after-load MiB",
+               "trainable params"]
     n_params = result["n_params"]
     body = [
         f"Batch {args.batch_size} rows of `{args.data}` (random order), {args.steps} timed steps after {args.warmup} "
-        f"warm-up steps, {threads} threads, device {common.device()}, LLM `{args.llm}` "
+        f"warm-up steps, {threads} threads, device {common.device()}, LLM `{args.llm}`, LoRA r=8 on "
+        f"{'/'.join(args.lora_targets)} "
         f"(N = {n_params / 1e6:.1f} M non-embedding parameters incl. LoRA).",
         "",
         "Matmul peak measured in this run (best of 5):",

@@ -20,10 +20,11 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-RESULTS_DIR = REPO / "benchmarks" / "results"
-DEFAULT_LLM = "/tmp/smollm2-135m"
-DEFAULT_DATA = "/work/shared/data/ml-1m/valid_small_ood2.pkl"
-DEFAULT_TRAIN_DATA = "/work/shared/data/ml-1m/train_ood2.pkl"
+RESULTS_DIR = Path(os.environ.get("CL3MREC_BENCH_RESULTS_DIR", REPO / "benchmarks" / "results"))
+DEFAULT_LLM = str(REPO / "runs" / "llm" / "smollm2-135m")  # where `make run` / `make bench` fetch SmolLM2-135M
+DATA_DIR = Path(os.environ.get("DATA", REPO.parent / "shared" / "data" / "ml-1m"))  # CoLLM's ML-1M pickles
+DEFAULT_DATA = str(DATA_DIR / "valid_small_ood2.pkl")
+DEFAULT_TRAIN_DATA = str(DATA_DIR / "train_ood2.pkl")
 
 
 def device():

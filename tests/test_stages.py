@@ -1,9 +1,17 @@
 """Staged freezing rules (trainers.stages) and argument validation (trainers.training_args)."""
 
 import pytest
+import torch
 from torch import nn
 
-from trainers.stages import apply_stage, check_stage_settings, parameter_group, trainable_parameter_names
+from trainers.llm_loading import DEFAULT_LORA_TARGETS
+from trainers.stages import (
+    apply_stage,
+    check_stage_settings,
+    merged_frozen_lora,
+    parameter_group,
+    trainable_parameter_names,
+)
 from trainers.training_args import CL3MRecTrainingArguments, parse_config
 
 
@@ -72,6 +80,46 @@ def test_apply_stage_refuses_missing_group():
         apply_stage(FakePeftModel(with_lora=False), "lora")
     with pytest.raises(ValueError, match="unknown stage"):
         apply_stage(FakePeftModel(), "everything")
+
+
+def _tiny_peft_batch(make_cl3mrec, tiny_rows, stage):
+    """A tiny Llama CL3M-Rec with LoRA (dropout 0.5, B non-zero), ``apply_stage(stage)``, and one collated batch."""
+    from trainers.llm_loading import add_lora
+    from trainers.prompt_dataset import CL3MRecCollator, tokenize_dataset
+
+    model, tokenizer = make_cl3mrec("llama", "mf")
+    peft_model = add_lora(model, r=4, alpha=8, dropout=0.5)
+    with torch.no_grad():
+        for name, param in peft_model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(std=0.5)  # B starts at zero: make the adapter matter
+    apply_stage(peft_model, stage)
+    features = tokenize_dataset(tiny_rows.select(range(4)), tokenizer, model.config, with_ids=True).to_list()
+    return peft_model, CL3MRecCollator(tokenizer, model.config.max_history, with_ids=True)(features)
+
+
+def test_merged_frozen_lora_is_inference_lora_and_restores_weights(make_cl3mrec, tiny_rows):
+    peft_model, batch = _tiny_peft_batch(make_cl3mrec, tiny_rows, "cie")
+    before = {name: p.detach().clone() for name, p in peft_model.named_parameters()}
+    with torch.no_grad():
+        inference = peft_model.eval()(**batch).yes_logits
+        train_mode = [peft_model.train()(**batch).yes_logits for _ in range(2)]
+    assert not torch.allclose(train_mode[0], train_mode[1])  # dropout 0.5 acts on the frozen adapter
+    with merged_frozen_lora(peft_model) as merged:
+        assert merged == 2 * len(DEFAULT_LORA_TARGETS)  # every adapted linear of the 2-layer tiny Llama
+        output = peft_model.train()(**batch)
+        output.loss.backward()
+        assert peft_model.base_model.model.projector.modules_to_save["default"].linear_1.weight.grad is not None
+    torch.testing.assert_close(output.yes_logits.detach(), inference, atol=1e-5, rtol=1e-5)
+    for name, param in peft_model.named_parameters():
+        assert torch.equal(param.detach(), before[name]), name  # merged and restored bit-exactly
+    assert not any(getattr(m, "merged", False) for m in peft_model.modules())
+
+
+def test_merged_frozen_lora_leaves_trainable_lora_alone(make_cl3mrec, tiny_rows):
+    peft_model, _ = _tiny_peft_batch(make_cl3mrec, tiny_rows, "lora")
+    with merged_frozen_lora(peft_model) as merged:
+        assert merged == 0
 
 
 @pytest.mark.parametrize(

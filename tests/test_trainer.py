@@ -1,5 +1,7 @@
 """CL3MRecTrainer on a tiny random Llama: loss terms, staged freezing, evaluation metrics, resume."""
 
+import contextlib
+
 import numpy as np
 import pytest
 import torch
@@ -180,3 +182,27 @@ def test_run_stage_resumes_from_the_last_checkpoint(workspace, tmp_path):
     assert state["global_step"] == 4
     steps = [entry["step"] for entry in state["log_history"] if "loss" in entry]
     assert steps == [1, 2, 3, 4]  # steps 1-2 come from the checkpoint's history, 3-4 from the resumed run
+
+
+def test_cie_training_with_merged_frozen_lora_matches_peft_layers(workspace, tmp_path):
+    """Stage cie trains inside `merged_frozen_lora` (run_stage): with a non-zero frozen adapter and no dropout,
+    the projector must end where training through PEFT's unmerged LoRA layers ends."""
+    from trainers.stages import merged_frozen_lora
+
+    def trained(output_dir, merge: bool) -> dict:
+        trainer = build_stage(*stage_args(workspace, output_dir, max_steps=3, lora_dropout=0.0)).trainer
+        generator = torch.Generator().manual_seed(0)
+        with torch.no_grad():
+            for name, param in sorted(trainer.model.named_parameters()):
+                if "lora_B" in name:  # B starts at zero: give the frozen adapter an effect
+                    param.copy_(torch.randn(param.shape, generator=generator))
+        with merged_frozen_lora(trainer.model) if merge else contextlib.nullcontext() as merged:
+            assert not merge or merged > 0
+            trainer.train()
+        return snapshot(trainer.model)
+
+    merged, unmerged = trained(tmp_path / "merged", True), trained(tmp_path / "unmerged", False)
+    projector = [name for name in merged if "projector.modules_to_save" in name]
+    assert projector and merged.keys() == unmerged.keys()
+    for name in merged:
+        torch.testing.assert_close(merged[name], unmerged[name], rtol=1e-4, atol=1e-5)

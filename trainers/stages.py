@@ -3,7 +3,8 @@
 Parameters of the PEFT-wrapped ``CL3MRecModel`` are grouped by name:
 ``lora`` (names containing ``lora_``), ``projector`` (``projector``), ``cf_encoder`` (``cf_encoder``),
 everything else is ``frozen_base`` and never trains. PEFT's ``modules_to_save`` wrapper keeps a frozen
-``original_module`` copy next to the trained one; copies are never trainable.
+``original_module`` copy next to the trained one; copies are never trainable. While a stage trains, frozen
+LoRA layers are merged into the base weights (:func:`merged_frozen_lora`).
 
 | stage | trains | CoLLM / TALLRec counterpart |
 | --- | --- | --- |
@@ -12,9 +13,11 @@ everything else is ``frozen_base`` and never trains. PEFT's ``modules_to_save`` 
 | ``joint`` | LoRA + projector (+ CF encoder) | optional last stage, small LR |
 """
 
+import contextlib
 import logging
 from collections import Counter
 
+import torch
 from torch import nn
 
 logger = logging.getLogger(__name__)
@@ -109,6 +112,48 @@ def apply_stage(model: nn.Module, stage: str, train_cf_encoder: bool = False) ->
     for group, counter in sorted(counts.items()):
         logger.info("stage %s: %s trainable %d / %d parameters", stage, group, counter["trainable"], counter["total"])
     return {group: dict(counter) for group, counter in counts.items()}
+
+
+@contextlib.contextmanager
+def merged_frozen_lora(model: nn.Module):
+    """Merge every frozen LoRA layer into its base weight for the duration of the block; restore it bit-exactly.
+
+    A frozen adapter is a fixed weight change, so the merged forward/backward computes the same function as
+    PEFT's ``base(x) + B(A(dropout(x))) · scale`` at inference, without the two extra matmuls per layer and the
+    dropout (which on weights that do not learn only adds noise; its random numbers cost ~15-25% of a CPU step).
+    Stage ``cie`` trains ~16% faster with it (``benchmarks/results/training.md``). The adapter's own tensors are
+    untouched, so checkpoints saved inside the block are the same. On exit each layer is unmerged and its base
+    weight restored from a copy taken before the merge (exact in bf16 too; costs one copy of the adapted weights).
+    Quantised base layers (QLoRA's 4-bit weights) are left as PEFT layers: merging into them would be lossy.
+    Call after ``requires_grad`` is set (:func:`apply_stage`). Yields the number of merged layers.
+    """
+    from peft.tuners.lora import LoraLayer
+
+    layers = []
+    for module in model.modules():
+        if not isinstance(module, LoraLayer) or module.merged or not _plain_float_weight(module.get_base_layer()):
+            continue
+        adapter_weights = [*module.lora_A.parameters(), *module.lora_B.parameters()]
+        if adapter_weights and not any(weight.requires_grad for weight in adapter_weights):
+            layers.append(module)
+    originals = [layer.get_base_layer().weight.detach().clone() for layer in layers]
+    for layer in layers:
+        layer.merge()
+    if layers:
+        logger.info("frozen LoRA merged into the base weights of %d layers for training", len(layers))
+    try:
+        yield len(layers)
+    finally:
+        with torch.no_grad():
+            for layer, original in zip(layers, originals):
+                layer.unmerge()
+                layer.get_base_layer().weight.copy_(original)
+
+
+def _plain_float_weight(layer: nn.Module) -> bool:
+    """A layer whose ``weight`` is an ordinary float tensor (not a 4-bit / 8-bit quantised one)."""
+    weight = getattr(layer, "weight", None)
+    return isinstance(weight, torch.Tensor) and type(weight) in (torch.Tensor, nn.Parameter) and weight.is_floating_point()
 
 
 def trainable_parameter_names(model: nn.Module) -> set[str]:

@@ -28,7 +28,7 @@ from .llm_loading import add_lora, build_cl3mrec, save_merged
 from .metrics import ranking_report
 from .model_card import dataset_name_from_source, write_model_card
 from .prompt_dataset import CL3MRecCollator, tokenize_dataset
-from .stages import apply_stage, check_stage_settings
+from .stages import apply_stage, check_stage_settings, merged_frozen_lora
 from .text_representations import collect_item_titles, item_text_table
 from .trainer import CL3MRecTrainer
 from .training_args import parse_config
@@ -202,7 +202,8 @@ def run_stage(model_args, data_args, args) -> dict:
     if args.do_train:
         resume = args.resume_from_checkpoint
         resume = True if str(resume).lower() in ("true", "last") else resume  # True: the last checkpoint
-        with training_attention(trainer.model, model_args.train_attn_implementation, args.device.type):
+        attention = training_attention(trainer.model, model_args.train_attn_implementation, args.device.type)
+        with attention, merged_frozen_lora(trainer.model):
             train_result = trainer.train(resume_from_checkpoint=resume)
         trainer.save_model()
         trainer.save_metrics("train", train_result.metrics)

@@ -45,7 +45,10 @@ class CL3MRecTrainingArguments(TrainingArguments):
     max_history: int = field(default=10, metadata={"help": "Most recent history items rendered in a prompt."})
     lora_r: int = field(default=8, metadata={"help": "LoRA rank."})
     lora_alpha: int = field(default=16, metadata={"help": "LoRA scaling alpha."})
-    lora_dropout: float = field(default=0.05, metadata={"help": "Dropout on the LoRA input."})
+    lora_dropout: float = field(
+        default=0.05,
+        metadata={"help": "Dropout on the LoRA input while LoRA trains (a frozen adapter is merged, no dropout)."},
+    )
     lora_target_modules: list[str] = field(
         default_factory=lambda: ["q_proj", "v_proj"],
         metadata={"help": "LLM linear layers that get LoRA (names inside language_model)."},
