@@ -206,3 +206,15 @@ def test_cie_training_with_merged_frozen_lora_matches_peft_layers(workspace, tmp
     assert projector and merged.keys() == unmerged.keys()
     for name in merged:
         torch.testing.assert_close(merged[name], unmerged[name], rtol=1e-4, atol=1e-5)
+
+
+def test_length_grouped_batches_are_available(workspace, tmp_path):
+    """`train_sampling_strategy: group_by_length` (the speed option in docs/training.md) reads the tokenised
+    `length` column and trains."""
+    from transformers.trainer_pt_utils import LengthGroupedSampler
+
+    trainer = build_stage(*stage_args(workspace, tmp_path / "grouped", max_steps=2,
+                                      train_sampling_strategy="group_by_length")).trainer
+    assert isinstance(trainer._get_train_sampler(), LengthGroupedSampler)
+    trainer.train()
+    assert trainer.state.global_step == 2
