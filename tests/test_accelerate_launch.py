@@ -127,6 +127,14 @@ def test_cpu_2proc_launch_runs_train_cli(tmp_path):
     # Distributed evaluation scored every eval row exactly once.
     eval_rows = np.load(out / "eval_rows.npy")
     assert np.load(out / "eval_scores.npy").shape == eval_rows.shape
+    # ... in length-sorted batches split over the 2 ranks, yet eval_scores.npy follows eval_rows.npy: one process
+    # scoring those rows in dataset order with the exported model gives the same scores, row by row.
+    from data_scripts.io import load_dataset_dict
+    from trainers.llm_scoring import CL3MRecScorer
+
+    rows = load_dataset_dict(tmp_path / "data")["valid_small"].select(eval_rows)
+    single = CL3MRecScorer.from_pretrained(out / "merged", use_bf16=False, show_progress=False).score(rows)
+    np.testing.assert_allclose(np.load(out / "eval_scores.npy"), single, atol=1e-3)
     merged = out / "merged"
     report = json.loads((merged / "eval_results.json").read_text())["valid_small"]
     assert report["n_rows"] == len(eval_rows)

@@ -218,3 +218,19 @@ def test_length_grouped_batches_are_available(workspace, tmp_path):
     assert isinstance(trainer._get_train_sampler(), LengthGroupedSampler)
     trainer.train()
     assert trainer.state.global_step == 2
+    _assert_predictions_in_row_order(trainer)
+
+
+def _assert_predictions_in_row_order(trainer):
+    """Evaluation batches come longest first, yet `predict` returns row i's score at position i."""
+    lengths = trainer.eval_dataset["length"]
+    widths = [batch["attention_mask"].shape[1] for batch in trainer.get_eval_dataloader()]
+    assert widths == sorted(widths, reverse=True) and widths[0] == max(lengths) and widths[-1] < widths[0]
+    predictions = trainer.predict(trainer.eval_dataset).predictions
+    model = trainer.model.eval()
+    for index in (0, 5, 17, 47):
+        batch = trainer.data_collator.collator([trainer.eval_dataset[index]])
+        batch.pop("labels")
+        with torch.no_grad():
+            score = model(**batch).logits.item()
+        assert score == pytest.approx(float(predictions[index]), abs=1e-4)

@@ -109,9 +109,14 @@ class CL3MRecCollator:
         return batch
 
 
+def length_sorted_order(lengths) -> list[int]:
+    """Row indices longest first; rows of equal length keep their order (deterministic on every rank)."""
+    return sorted(range(len(lengths)), key=lambda i: -lengths[i])
+
+
 def length_grouped_batches(lengths, batch_size: int) -> list[list[int]]:
     """Row indices in batches of similar length (longest first), so padding is minimal when scoring."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    order = length_sorted_order(lengths)
     return [order[start : start + batch_size] for start in range(0, len(order), batch_size)]

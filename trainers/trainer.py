@@ -6,16 +6,20 @@ metrics buffer that the overridden :meth:`CL3MRecTrainer.log` averages (``loss/r
 ``loss/contrastive``, ``contrastive/accuracy``). Evaluation returns the answer scores in row order with
 ``[label, user_id, warm]`` as label ids, so Trainer's gathering (DDP included) keeps rows aligned and
 ``compute_metrics`` reports ``eval_auc``, ``eval_uauc``, ``eval_warm_auc``, … via ``ranking_report``.
+Evaluation batches are length-sorted (longest first: little left padding, as in ``CL3MRecScorer``); the
+predictions are put back in dataset order before anyone sees them.
 """
 
 from collections import defaultdict
 
 import numpy as np
 import torch
+from torch.utils.data import Sampler
 from transformers import EvalPrediction, Trainer
 
 from .contrastive import info_nce, user_text_embeds
 from .metrics import ranking_report
+from .prompt_dataset import length_sorted_order
 
 MODEL_INPUT_KEYS = ("input_ids", "attention_mask", "user_ids", "item_ids", "history_item_ids", "labels")
 ROW_USER_KEY = "row_user_ids"  # [B] user id of each row, for UAUC (text-only batches carry no user_ids)
@@ -39,6 +43,20 @@ class RowMetadataCollator:
                 raise ValueError(f"rows reaching the collator need a {column!r} column for evaluation metrics")
             batch[key] = torch.tensor([feature[column] for feature in features], dtype=torch.long)
         return batch
+
+
+class LengthSortedSampler(Sampler[int]):
+    """Dataset indices longest first (``length`` column): evaluation batches of similar length. The order is
+    deterministic, so every DDP rank shards the same sequence and the gathered predictions follow it."""
+
+    def __init__(self, lengths):
+        self.order = length_sorted_order(lengths)
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+    def __iter__(self):
+        return iter(self.order)
 
 
 def compute_ranking_metrics(eval_prediction: EvalPrediction) -> dict[str, float]:
@@ -134,6 +152,30 @@ class CL3MRecTrainer(Trainer):
             return loss, None, None
         targets = torch.stack([inputs["labels"].long(), inputs[ROW_USER_KEY], inputs[ROW_WARM_KEY]], dim=-1)
         return loss, outputs.logits.detach().float(), targets
+
+    def _get_eval_sampler(self, eval_dataset):
+        """Length-sorted evaluation order when the rows carry a ``length`` column (tokenised prompts), for every
+        world size and train sampling strategy (Trainer's ``group_by_length`` would shuffle eval rows)."""
+        if eval_dataset is not None and "length" in getattr(eval_dataset, "column_names", ()):
+            return LengthSortedSampler(eval_dataset["length"])
+        return super()._get_eval_sampler(eval_dataset)
+
+    def evaluation_loop(self, dataloader, *args, **kwargs):
+        """Trainer's loop over length-sorted batches, with predictions and label ids put back in dataset order."""
+        output = super().evaluation_loop(dataloader, *args, **kwargs)
+        sampler = self._get_eval_sampler(dataloader.dataset)
+        if not isinstance(sampler, LengthSortedSampler) or output.predictions is None:
+            return output
+        order = np.asarray(sampler.order)
+        if len(output.predictions) != len(order):
+            raise RuntimeError(
+                f"evaluation returned {len(output.predictions)} predictions for {len(order)} rows; cannot restore "
+                "the row order (set eval_do_concat_batches / max eval steps off?)"
+            )
+        inverse = np.empty_like(order)
+        inverse[order] = np.arange(len(order))
+        label_ids = output.label_ids[inverse] if output.label_ids is not None else None
+        return output._replace(predictions=output.predictions[inverse], label_ids=label_ids)
 
     def flush_metrics(self, mode: str) -> dict[str, float]:
         """Averages of the buffered loss terms of ``mode`` over steps, then processes (``eval_`` prefixed for
