@@ -33,11 +33,24 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
     except (ValueError, FileNotFoundError, KeyError) as error:
         # Input problems are reported as one clear line, not a traceback.
         logging.getLogger("cl3mrec").error("%s", error)
         return 2
+    end_distributed()  # only after success: a failing rank must not wait at a barrier for the others
+    return code
+
+
+def end_distributed() -> None:
+    """Destroy the process group of an ``accelerate launch`` / ``torchrun`` run before the interpreter exits;
+    left to interpreter teardown, gloo's threads sometimes abort the process ("terminate called without an
+    active exception") after the work is done."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()  # no rank tears down while another still talks to it
+        dist.destroy_process_group()
 
 
 if __name__ == "__main__":

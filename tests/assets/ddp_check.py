@@ -93,6 +93,8 @@ def main() -> None:
     }
     with open(os.path.join(cli.output_dir, f"rank{state.process_index}.json"), "w", encoding="utf-8") as handle:
         json.dump(report, handle, indent=2)
+    trainer.accelerator.wait_for_everyone()  # as trainers.cli does: every rank done, then a clean gloo shutdown
+    torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":
