@@ -38,10 +38,10 @@ BUNDLED_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "ml1m" / "tal
 
 class Setting(NamedTuple):
     """One measured configuration. ``weights``: "bf16" keeps the frozen LLM in bf16 (``dtype: bfloat16``; LoRA,
-    projector and CF encoder stay fp32), "fp32" is fp32 weights + bf16 autocast, "nf4" is QLoRA (CUDA only). ``merge``: frozen LoRA merged
-    into the base weights while training (what the trainer does in stage ``cie``). ``sampler``: "random" (Trainer's
-    default) or "group_by_length" (``train_sampling_strategy: group_by_length``, transformers'
-    ``LengthGroupedSampler`` over one megabatch of 50 batches)."""
+    projector and CF encoder stay fp32), "fp32" is fp32 weights + bf16 autocast, "nf4" is QLoRA (CUDA only).
+    ``merge``: frozen LoRA merged into the base weights while training (what the trainer does in stage ``cie``).
+    ``sampler``: "random" (Trainer's default) or "group_by_length" (``train_sampling_strategy: group_by_length``,
+    transformers' ``LengthGroupedSampler`` over one megabatch of 50 batches)."""
 
     stage: str
     checkpointing: bool

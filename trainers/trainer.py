@@ -169,8 +169,8 @@ class CL3MRecTrainer(Trainer):
         order = np.asarray(sampler.order)
         if len(output.predictions) != len(order):
             raise RuntimeError(
-                f"evaluation returned {len(output.predictions)} predictions for {len(order)} rows; cannot restore "
-                "the row order (set eval_do_concat_batches / max eval steps off?)"
+                f"evaluation returned {len(output.predictions)} predictions for {len(order)} rows "
+                "(eval_do_concat_batches=False?); cannot put them back in row order"
             )
         inverse = np.empty_like(order)
         inverse[order] = np.arange(len(order))
