@@ -43,12 +43,10 @@ def parse_args(argv=None):
 
 
 def ranking_inputs(args):
-    """`(user_rows, candidate_ids, candidate_titles, num_users, num_items)` from the data file."""
+    """`(user_rows, candidate_ids, candidate_titles, random MF config)` from the data file."""
     import numpy as np
 
-    from data_scripts.io import load_split_file
-
-    data = load_split_file(args.data, allow_pickle=str(args.data).endswith(".pkl"))
+    data = common.load_split(args.data)
     titles = dict(zip(data["item_id"], data["title"]))
     rng = np.random.default_rng(0)
     item_ids = np.array(sorted(titles))
@@ -63,9 +61,7 @@ def ranking_inputs(args):
             users.append(row)
         if len(users) == args.users + 1:
             break
-    num_users = max(data["user_id"]) + 1
-    num_items = max(max(data["item_id"]), max((max(h) for h in data["history_item_ids"] if h), default=0)) + 1
-    return users, candidates, [titles[i] for i in candidates], num_users, num_items
+    return users, candidates, [titles[i] for i in candidates], common.random_mf_config(data)
 
 
 def worker(args) -> None:
@@ -74,15 +70,13 @@ def worker(args) -> None:
     from datasets import Dataset
 
     from data_scripts.prompts import load_template
-    from modeling_cl3mrec import CFRecConfig
     from trainers.llm_loading import build_cl3mrec
     from trainers.llm_scoring import CL3MRecScorer
     from trainers.ranking import CandidateRanker
 
     common.set_threads(args.threads)
-    users, candidates, titles, num_users, num_items = ranking_inputs(args)
+    users, candidates, titles, cf_config = ranking_inputs(args)
     torch.manual_seed(0)
-    cf_config = CFRecConfig(encoder_type="mf", num_users=num_users, num_items=num_items, hidden_size=64)
     model, tokenizer = build_cl3mrec(args.llm, cf_config=cf_config, prompt_template=load_template(TEMPLATE))
     model = model.to(common.device()).eval()
     loaded_rss = common.current_rss_mib()
@@ -113,9 +107,8 @@ def worker(args) -> None:
             "candidates": len(candidates),
             "scores": all_scores,
             "prompt_tokens": [len(tokenizer(p)["input_ids"]) for p in _prompts(model, users[1], titles[:1])],
-            "peak_mib": common.peak_memory_mib(),
-            "loaded_rss_mib": loaded_rss,
         },
+        loaded_rss,
     )
 
 
@@ -135,9 +128,8 @@ def main(argv=None) -> int:
     if args.worker:
         worker(args)
         return 0
-    info = common.machine_info()
-    threads = args.threads or info["cores"]
-    load_before = common.load_average()
+    session = common.Session.start(args.threads)
+    info, threads = session.info, session.threads
     passed = ["--llm", args.llm, "--data", args.data, "--users", str(args.users)]
     passed += ["--candidates", str(args.candidates), "--batch-size", str(args.batch_size)]
     passed += ["--rank-batch-size", str(args.rank_batch_size), "--threads", str(threads)]
@@ -146,7 +138,6 @@ def main(argv=None) -> int:
         results[path] = common.run_worker(Path(__file__), ["--worker", path, *passed])
         rate = results[path]["users"] * results[path]["candidates"] / results[path]["seconds"]
         print(f"{path}: {rate:.2f} candidates/s", flush=True)
-    load_after = common.load_average()
 
     base = results["pair-by-pair"]
     reference = np.array(base["scores"])
@@ -162,14 +153,13 @@ def main(argv=None) -> int:
                 rate,
                 result["seconds"] / result["users"],
                 f"{base['seconds'] / result['seconds']:.2f}x",
-                result["peak_mib"],
-                result["peak_mib"] - result["loaded_rss_mib"] if info["gpu"] == "none" else "n/a",
+                *common.memory_cells(result, info),
                 float(np.abs(scores - reference).max()),
                 float(np.mean(top)),
             ]
         )
     full_tokens, prefix_tokens = base["prompt_tokens"]
-    headers = ["path", "candidates/s", "s per user", "speed-up", "peak memory MiB", "peak − after-load MiB",
+    headers = ["path", "candidates/s", "s per user", "speed-up", *common.MEMORY_HEADERS,
                "max abs Δscore vs pair-by-pair", "top-10 overlap"]
     speedup = base["seconds"] / results["prefix-cached"]["seconds"]
     body = [
@@ -185,12 +175,8 @@ def main(argv=None) -> int:
         f"**Ranking speed-up, prefix-cached vs pair-by-pair: {speedup:.2f}x** (target ≥ 5x). Score differences are "
         "bf16 rounding (the fp32 equality is tested in `tests/test_ranking.py`).",
     ]
-    name = common.results_name("ranking", args.quick, threads)
-    path = common.write_results(
-        name, "Ranking 100 candidates per user: prefix cache vs pair by pair", "\n".join(body), info,
-        (load_before, load_after), sys.argv,
-    )
-    print(f"results written to {path}")
+    title = "Ranking 100 candidates per user: prefix cache vs pair by pair"
+    session.write("ranking", args.quick, title, "\n".join(body))
     print(f"ranking speed-up prefix-cached vs pair-by-pair: {speedup:.2f}x")
     return 0
 

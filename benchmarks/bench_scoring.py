@@ -131,9 +131,8 @@ def worker(args) -> None:
             "rows": len(rows),
             "scores": [float(s) for s in scores],
             "labels": [int(label) for label in rows["label"]],
-            "peak_mib": common.peak_memory_mib(),
-            "loaded_rss_mib": loaded_rss,
         },
+        loaded_rss,
     )
 
 
@@ -146,16 +145,14 @@ def main(argv=None) -> int:
     if args.worker:
         worker(args)
         return 0
-    info = common.machine_info()
-    threads = args.threads or info["cores"]
-    load_before = common.load_average()
+    session = common.Session.start(args.threads)
+    info, threads = session.info, session.threads
     passed = ["--llm", args.llm, "--data", args.data, "--rows", str(args.rows)]
     passed += ["--batch-size", str(args.batch_size), "--threads", str(threads)]
     results = {}
     for path in args.paths:
         results[path] = common.run_worker(Path(__file__), ["--worker", path, *passed])
         print(f"{path}: {results[path]['rows'] / results[path]['seconds']:.2f} rows/s", flush=True)
-    load_after = common.load_average()
 
     reference = np.array(results[args.paths[0]]["scores"])
     base_rate = results[args.paths[0]]["rows"] / results[args.paths[0]]["seconds"]
@@ -170,8 +167,7 @@ def main(argv=None) -> int:
                 PATH_NOTES[path],
                 rate,
                 f"{rate / base_rate:.2f}x",
-                result["peak_mib"],
-                result["peak_mib"] - result["loaded_rss_mib"] if info["gpu"] == "none" else "n/a",
+                *common.memory_cells(result, info),
                 float(diff.max()),
                 float(np.corrcoef(scores, reference)[0, 1]),
                 auc(np.array(result["labels"]), scores),
@@ -182,8 +178,7 @@ def main(argv=None) -> int:
         "what",
         "rows/s",
         f"vs {args.paths[0]}",
-        "peak memory MiB",
-        "peak − after-load MiB",
+        *common.MEMORY_HEADERS,
         f"max abs Δscore vs {args.paths[0]}",
         "Pearson r",
         "AUC",
@@ -205,12 +200,8 @@ def main(argv=None) -> int:
             results["plain-fp32"]["rows"] / results["plain-fp32"]["seconds"]
         )
         body.append(f"**Scoring speed-up, `ours-bf16` vs `plain-fp32`: {ratio:.2f}x** (target ≥ 3x).")
-    name = common.results_name("scoring", args.quick, threads)
-    path = common.write_results(
-        name, "Scoring throughput: CL3MRecScorer vs plain transformers", "\n".join(body), info,
-        (load_before, load_after), sys.argv,
-    )
-    print(f"results written to {path}")
+    title = "Scoring throughput: CL3MRecScorer vs plain transformers"
+    session.write("scoring", args.quick, title, "\n".join(body))
     if ratio is not None:
         print(f"scoring speed-up ours-bf16 vs plain-fp32: {ratio:.2f}x")
     return 0

@@ -159,20 +159,13 @@ def build_stage(args, setting: Setting):
     """`(peft_model, tokenizer, with_ids)` as `train_cli.build_stage_model` + `apply_stage` build them."""
     import torch
 
-    from data_scripts.io import load_split_file
     from data_scripts.prompts import load_template
-    from modeling_cl3mrec import CFRecConfig
     from trainers.llm_loading import add_lora, build_cl3mrec
     from trainers.stages import apply_stage
 
     template = load_template(STAGE_TEMPLATES[setting.stage])
     with_ids = setting.stage == "cie"
-    cf_config = None
-    if with_ids:
-        data = load_split_file(args.data, allow_pickle=str(args.data).endswith(".pkl"))
-        num_items = max(max(data["item_id"]), max(max(h) for h in data["history_item_ids"] if h)) + 1
-        num_users = max(data["user_id"]) + 1
-        cf_config = CFRecConfig(encoder_type="mf", num_users=num_users, num_items=num_items, hidden_size=64)
+    cf_config = common.random_mf_config(common.load_split(args.data)) if with_ids else None
     torch.manual_seed(0)
     model, tokenizer = build_cl3mrec(
         args.llm,
@@ -225,7 +218,6 @@ def worker(args) -> None:
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        return float(loss)
 
     seconds = 0.0
     timed = batches[args.warmup :]
@@ -246,10 +238,9 @@ def worker(args) -> None:
             "padded_tokens": padded_tokens,
             "n_params": non_embedding_parameters(model.get_base_model().language_model),
             "trainable": sum(p.numel() for p in trainable),
-            "peak_mib": common.peak_memory_mib(),
-            "loaded_rss_mib": loaded_rss,
             "threads": threads,
         },
+        loaded_rss,
     )
 
 
@@ -258,9 +249,8 @@ def main(argv=None) -> int:
     if args.worker:
         worker(args)
         return 0
-    info = common.machine_info()
-    threads = args.threads or info["cores"]
-    load_before = common.load_average()
+    session = common.Session.start(args.threads)
+    info, threads = session.info, session.threads
     peaks = measure_peak(threads)
     peak_bf16 = max(value for name, value in peaks.items() if name.startswith("bfloat16"))
     print(f"bf16 matmul peak: {peak_bf16 / 1e9:.0f} GFLOP/s", flush=True)
@@ -289,15 +279,12 @@ def main(argv=None) -> int:
                 flops_per_second / 1e9,
                 f"{flops_per_second / peak_bf16:.1%}",
                 f"{1 - result['real_tokens'] / result['padded_tokens']:.0%}",
-                result["peak_mib"],
-                result["peak_mib"] - result["loaded_rss_mib"] if info["gpu"] == "none" else "n/a",
+                *common.memory_cells(result, info),
                 result["trainable"],
             ]
         )
-    load_after = common.load_average()
     headers = ["stage", "grad. checkpointing", "weights", "LoRA dropout", "attention", "frozen LoRA", "batches",
-               "samples/s", "tokens/s", "model GFLOP/s", "MFU", "padding", "peak memory MiB", "peak − after-load MiB",
-               "trainable params"]
+               "samples/s", "tokens/s", "model GFLOP/s", "MFU", "padding", *common.MEMORY_HEADERS, "trainable params"]
     n_params = result["n_params"]
     body = [
         f"Batch {args.batch_size} rows of `{args.data}` (random order), {args.steps} timed steps after {args.warmup} "
@@ -314,11 +301,7 @@ def main(argv=None) -> int:
         "",
         common.markdown_table(headers, table),
     ]
-    name = common.results_name("training", args.quick, threads)
-    path = common.write_results(
-        name, "Training throughput and MFU per stage", "\n".join(body), info, (load_before, load_after), sys.argv
-    )
-    print(f"results written to {path}")
+    session.write("training", args.quick, "Training throughput and MFU per stage", "\n".join(body))
     return 0
 
 

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -34,11 +35,16 @@ def device():
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def cores() -> int:
+    """CPU cores this process may run on (`nproc`)."""
+    return len(os.sched_getaffinity(0))
+
+
 def set_threads(threads: int | None) -> int:
     """Use `threads` intra-op threads (default: all cores, `nproc`); returns the number set."""
     import torch
 
-    threads = threads or len(os.sched_getaffinity(0))
+    threads = threads or cores()
     torch.set_num_threads(threads)
     return threads
 
@@ -49,21 +55,22 @@ def machine_info() -> dict:
     import torch
     import transformers
 
-    cpu = platform.processor() or "unknown"
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-        flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags"))
-        isa = [flag for flag in ("avx512f", "avx512_bf16", "amx_bf16", "avx2") if f" {flag} " in f"{flags} "]
-    except (OSError, StopIteration):
-        isa = []
+        cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        cpuinfo = []
+    fields = {}  # first CPU's "key: value" lines
+    for line in cpuinfo:
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+    cpu = fields.get("model name") or platform.processor() or "unknown"
+    flags = f" {fields.get('flags', '')} "
+    isa = [flag for flag in ("avx512f", "avx512_bf16", "amx_bf16", "avx2") if f" {flag} " in flags]
     ram_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     info = {
         "cpu": cpu,
         "cpu_isa": ", ".join(isa) or "n/a",
-        "cores": len(os.sched_getaffinity(0)),
+        "cores": cores(),
         "ram_gib": round(ram_gib, 1),
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none",
         "torch": torch.__version__,
@@ -79,13 +86,28 @@ def load_average() -> str:
     return f"{one:.2f} / {five:.2f} / {fifteen:.2f}"
 
 
-def load_rows(path: str, count: int, seed: int = 0):
-    """`count` rows (fixed random sample, `seed`) of a CoLLM pickle / our split, as a `datasets.Dataset`."""
+def load_split(path: str):
+    """A CoLLM pickle (the benchmarks' trusted input) or one of our split files, as a `datasets.Dataset`."""
     from data_scripts.io import load_split_file
 
-    dataset = load_split_file(path, allow_pickle=str(path).endswith(".pkl"))
+    return load_split_file(path, allow_pickle=str(path).endswith(".pkl"))
+
+
+def load_rows(path: str, count: int, seed: int = 0):
+    """`count` rows (fixed random sample, `seed`) of a CoLLM pickle / our split, as a `datasets.Dataset`."""
+    dataset = load_split(path)
     count = min(count, len(dataset))
     return dataset.shuffle(seed=seed).select(range(count))
+
+
+def random_mf_config(data):
+    """Config of a randomly initialised MF encoder covering every user / item id of `data` (history items
+    included); the benchmarks' speed does not depend on its training."""
+    from data_scripts.schema import id_space
+    from modeling_cl3mrec import CFRecConfig
+
+    num_users, num_items = id_space({"rows": data.to_pandas()})
+    return CFRecConfig(encoder_type="mf", num_users=num_users, num_items=num_items, hidden_size=64)
 
 
 def peak_memory_mib() -> float:
@@ -134,8 +156,19 @@ def run_worker(script: Path, args: list[str], timeout: float = 1800) -> dict:
         return json.loads(out.read_text())
 
 
-def write_worker_result(path: str, result: dict) -> None:
-    Path(path).write_text(json.dumps(result))
+def write_worker_result(path: str, result: dict, loaded_rss_mib: float) -> None:
+    """Write a worker's `result` + its peak memory and its RSS right after loading the model (`memory_cells`)."""
+    memory = {"peak_mib": peak_memory_mib(), "loaded_rss_mib": loaded_rss_mib}
+    Path(path).write_text(json.dumps({**result, **memory}))
+
+
+def memory_cells(result: dict, info: dict) -> list:
+    """Table cells "peak memory MiB" and "peak − after-load MiB" (RSS only: n/a on a GPU) of a worker result."""
+    peak = result["peak_mib"]
+    return [peak, peak - result["loaded_rss_mib"] if info["gpu"] == "none" else "n/a"]
+
+
+MEMORY_HEADERS = ["peak memory MiB", "peak − after-load MiB"]
 
 
 def markdown_table(headers: list[str], rows: list[list]) -> str:
@@ -152,7 +185,28 @@ def markdown_table(headers: list[str], rows: list[list]) -> str:
 def results_name(base: str, quick: bool, threads: int) -> str:
     """`<base>[_quick][_threads<N>]`: the thread count is named only when it is not all cores."""
     name = f"{base}_quick" if quick else base
-    return name if threads == len(os.sched_getaffinity(0)) else f"{name}_threads{threads}"
+    return name if threads == cores() else f"{name}_threads{threads}"
+
+
+@dataclass
+class Session:
+    """One benchmark run in the parent process: machine facts, intra-op threads, load average at the start."""
+
+    info: dict
+    threads: int
+    load_before: str
+
+    @classmethod
+    def start(cls, threads: int | None) -> "Session":
+        info = machine_info()
+        return cls(info, threads or info["cores"], load_average())
+
+    def write(self, base: str, quick: bool, title: str, body: str) -> Path:
+        """Write `benchmarks/results/<base>[_quick][_threads<N>].md` (load average now = after the run)."""
+        loads = (self.load_before, load_average())
+        path = write_results(results_name(base, quick, self.threads), title, body, self.info, loads, sys.argv)
+        print(f"results written to {path}")
+        return path
 
 
 def write_results(name: str, title: str, body: str, info: dict, loads: tuple[str, str], argv: list[str]) -> Path:

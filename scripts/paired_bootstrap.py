@@ -37,26 +37,33 @@ def main() -> None:
     split = load_dataset_dict(args.data)[args.split].select(base_rows)
     labels, users = np.asarray(split["label"]), np.asarray(split["user_id"])
 
+    def differences(user_ids, rows) -> dict[str, float]:
+        """Candidate − baseline AUC and UAUC over ``rows``, users identified by ``user_ids``."""
+        base, cand, row_labels = base_scores[rows], cand_scores[rows], labels[rows]
+        return {
+            "auc": auc(row_labels, cand) - auc(row_labels, base),
+            "uauc": uauc(user_ids, row_labels, cand)[0] - uauc(user_ids, row_labels, base)[0],
+        }
+
     rows_of_user = {user: np.flatnonzero(users == user) for user in np.unique(users)}
     unique_users = np.array(list(rows_of_user))
     rng = np.random.default_rng(args.seed)
-    deltas = {"auc": [], "uauc": []}
+    resampled = []
     for _ in range(args.resamples):
         picked = rng.choice(unique_users, len(unique_users))
         rows = np.concatenate([rows_of_user[user] for user in picked])
         # Resampled users get distinct ids so that a user drawn twice counts twice in UAUC.
         ids = np.repeat(np.arange(len(picked)), [len(rows_of_user[user]) for user in picked])
-        deltas["auc"].append(auc(labels[rows], cand_scores[rows]) - auc(labels[rows], base_scores[rows]))
-        deltas["uauc"].append(uauc(ids, labels[rows], cand_scores[rows])[0] - uauc(ids, labels[rows], base_scores[rows])[0])
-    report = {
-        name: {
-            "observed": (auc(labels, cand_scores) - auc(labels, base_scores)) if name == "auc"
-            else uauc(users, labels, cand_scores)[0] - uauc(users, labels, base_scores)[0],
+        resampled.append(differences(ids, rows))
+    observed = differences(users, np.arange(len(users)))
+    report = {}
+    for name, value in observed.items():
+        values = np.array([sample[name] for sample in resampled])
+        report[name] = {
+            "observed": float(value),
             "ci95": [float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5))],
-            "p_not_better": float(np.mean(np.asarray(values) <= 0)),
+            "p_not_better": float(np.mean(values <= 0)),
         }
-        for name, values in deltas.items()
-    }
     print(json.dumps(report, indent=2))
 
 

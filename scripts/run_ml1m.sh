@@ -6,7 +6,8 @@
 # Steps: import the CoLLM pickles -> pretrain MF -> fetch the LLM -> zero-shot eval -> stage lora (TALLRec)
 # -> stage cie lambda=0 (CoLLM) -> stage cie lambda>0 (CL3M-Rec) -> results table (valid_small).
 # Budget on 2 CPU cores (bf16 autocast): each training stage uses 1,024 train rows x 1 epoch, every model is scored on all
-# of valid_small (5,200 rows); about 1-1.5 h on an idle machine; the budget lives in configs/ml1m/*.yaml. Finished steps are skipped.
+# of valid_small (5,200 rows); about 45 min on an idle 2-core machine after the data import and the LLM fetch;
+# the budget lives in configs/ml1m/*.yaml. Finished steps are skipped.
 # Without the CoLLM pickles in DATA it runs on SYNTHETIC data instead, and says so: its numbers mean nothing
 # about MovieLens.
 set -euo pipefail
