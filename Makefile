@@ -31,10 +31,10 @@ $(LLM)/config.json:
 	$(BIN)/cl3mrec llm fetch smollm2-135m --out $(LLM)
 
 bench: install $(LLM)/config.json
-	DATA=$(DATA) PYTHON=$(abspath $(BIN))/python bash benchmarks/run_all.sh --llm $(LLM)
+	DATA=$(DATA) PYTHON=$(abspath $(BIN))/python bash benchmarks/run_all.sh --llm $(LLM) --allow-pickle
 
 bench-quick: install $(LLM)/config.json
-	DATA=$(DATA) $(BIN)/python benchmarks/bench_scoring.py --quick --llm $(LLM)
+	DATA=$(DATA) $(BIN)/python benchmarks/bench_scoring.py --quick --llm $(LLM) --allow-pickle
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

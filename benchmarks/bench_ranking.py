@@ -27,7 +27,7 @@ PATHS = ("pair-by-pair", "prefix-cached")
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--llm", default=common.DEFAULT_LLM)
-    parser.add_argument("--data", default=common.DEFAULT_DATA, help="split whose users are ranked")
+    common.add_data_arguments(parser, common.DEFAULT_DATA, "split whose users are ranked")
     parser.add_argument("--users", type=int, default=2)
     parser.add_argument("--candidates", type=int, default=100)
     parser.add_argument("--batch-size", type=int, default=16, help="scorer rows per forward (pair by pair)")
@@ -46,7 +46,7 @@ def ranking_inputs(args):
     """`(user_rows, candidate_ids, candidate_titles, random MF config)` from the data file."""
     import numpy as np
 
-    data = common.load_split(args.data)
+    data = common.load_split(args.data, args.allow_pickle)
     titles = dict(zip(data["item_id"], data["title"]))
     rng = np.random.default_rng(0)
     item_ids = np.array(sorted(titles))
@@ -69,8 +69,9 @@ def worker(args) -> None:
     import torch
     from datasets import Dataset
 
-    from data_scripts.prompts import load_template
+    from modeling_cl3mrec import CL3MRecProcessor
     from trainers.llm_loading import build_cl3mrec
+    from trainers.prompt_templates import load_template
     from trainers.llm_scoring import CL3MRecScorer
     from trainers.ranking import CandidateRanker
 
@@ -79,16 +80,17 @@ def worker(args) -> None:
     torch.manual_seed(0)
     model, tokenizer = build_cl3mrec(args.llm, cf_config=cf_config, prompt_template=load_template(TEMPLATE))
     model = model.to(common.device()).eval()
+    processor = CL3MRecProcessor.from_model_config(tokenizer, model.config)
     loaded_rss = common.current_rss_mib()
     if args.worker == "pair-by-pair":
-        scorer = CL3MRecScorer(model, tokenizer, batch_size=args.batch_size, use_bf16=True, show_progress=False)
+        scorer = CL3MRecScorer(model, processor, batch_size=args.batch_size, use_bf16=True, show_progress=False)
 
         def score(user):
             rows = [{**user, "item_id": item, "title": title} for item, title in zip(candidates, titles)]
             return scorer.score(Dataset.from_list(rows))
 
     else:
-        ranker = CandidateRanker(model, tokenizer, batch_size=args.rank_batch_size, autocast_dtype=torch.bfloat16)
+        ranker = CandidateRanker(model, processor, batch_size=args.rank_batch_size, autocast_dtype=torch.bfloat16)
 
         def score(user):
             return ranker.score(user, candidates, titles)
@@ -106,19 +108,15 @@ def worker(args) -> None:
             "users": len(users) - 1,
             "candidates": len(candidates),
             "scores": all_scores,
-            "prompt_tokens": [len(tokenizer(p)["input_ids"]) for p in _prompts(model, users[1], titles[:1])],
+            "prompt_tokens": [len(tokenizer(p)["input_ids"]) for p in _prompts(processor, users[1], titles[:1])],
         },
         loaded_rss,
     )
 
 
-def _prompts(model, user, titles):
-    from data_scripts.prompts import render_prompt, split_prompt
-
-    config = model.config
+def _prompts(processor, user, titles):
     row = {**user, "title": titles[0]}
-    prefix, _ = split_prompt(config.prompt_template, row, config.max_history, config.tokens_per_entity)
-    return [render_prompt(config.prompt_template, row, config.max_history, config.tokens_per_entity), prefix]
+    return [processor.render(row), processor.split_prompt(row)[0]]
 
 
 def main(argv=None) -> int:
@@ -130,7 +128,7 @@ def main(argv=None) -> int:
         return 0
     session = common.Session.start(args.threads)
     info, threads = session.info, session.threads
-    passed = ["--llm", args.llm, "--data", args.data, "--users", str(args.users)]
+    passed = ["--llm", args.llm, *common.data_arguments(args), "--users", str(args.users)]
     passed += ["--candidates", str(args.candidates), "--batch-size", str(args.batch_size)]
     passed += ["--rank-batch-size", str(args.rank_batch_size), "--threads", str(threads)]
     results = {}

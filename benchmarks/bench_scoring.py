@@ -39,7 +39,7 @@ PATH_NOTES = {
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--llm", default=common.DEFAULT_LLM, help="local LLM directory (weights + tokenizer)")
-    parser.add_argument("--data", default=common.DEFAULT_DATA, help="CoLLM pickle / split with the rows to score")
+    common.add_data_arguments(parser, common.DEFAULT_DATA, "CoLLM pickle / split with the rows to score")
     parser.add_argument("--rows", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--threads", type=int, default=None, help="intra-op threads (default: nproc)")
@@ -61,7 +61,8 @@ def plain_worker(args, rows, precision_bf16: bool, sort_by_length: bool):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from data_scripts.prompts import load_template, render_prompt
+    from modeling_cl3mrec import CL3MRecProcessor
+    from trainers.prompt_templates import load_template
 
     device = common.device()
     tokenizer = AutoTokenizer.from_pretrained(args.llm)
@@ -70,8 +71,8 @@ def plain_worker(args, rows, precision_bf16: bool, sort_by_length: bool):
     model = AutoModelForCausalLM.from_pretrained(args.llm, dtype=torch.float32).to(device).eval()
     loaded_rss = common.current_rss_mib()
     yes_id = tokenizer("Yes", add_special_tokens=False)["input_ids"][0]
-    template = load_template(TEMPLATE)
-    prompts = [render_prompt(template, row, max_history=10) for row in rows]
+    processor = CL3MRecProcessor(tokenizer, template=load_template(TEMPLATE), max_history=10)
+    prompts = [processor.render(row) for row in rows]
     if sort_by_length:
         lengths = [len(ids) for ids in tokenizer(prompts)["input_ids"]]
         order = sorted(range(len(prompts)), key=lambda i: -lengths[i])
@@ -98,16 +99,18 @@ def ours_worker(args, rows, mode: str):
     """`CL3MRecScorer` on a text-only CL3M-Rec model: returns (seconds, scores, rss after load)."""
     import torch
 
-    from data_scripts.prompts import load_template
+    from modeling_cl3mrec import CL3MRecProcessor
     from trainers.llm_loading import build_cl3mrec
     from trainers.llm_scoring import CL3MRecScorer
+    from trainers.prompt_templates import load_template
 
     weights_dtype = torch.bfloat16 if mode == "ours-bf16-weights" else torch.float32
     model, tokenizer = build_cl3mrec(args.llm, text_prompt_template=load_template(TEMPLATE), dtype=weights_dtype)
     model = model.to(common.device())
     loaded_rss = common.current_rss_mib()
+    processor = CL3MRecProcessor.from_model_config(tokenizer, model.config)
     scorer = CL3MRecScorer(
-        model, tokenizer, batch_size=args.batch_size, use_bf16=mode != "ours-fp32", show_progress=False
+        model, processor, batch_size=args.batch_size, use_bf16=mode != "ours-fp32", show_progress=False
     )
     scorer.score(rows.select(range(min(args.batch_size, len(rows)))))  # warm-up
     seconds, scores = common.timed(lambda: scorer.score(rows))
@@ -116,7 +119,7 @@ def ours_worker(args, rows, mode: str):
 
 def worker(args) -> None:
     common.set_threads(args.threads)
-    rows = common.load_rows(args.data, args.rows)
+    rows = common.load_rows(args.data, args.rows, allow_pickle=args.allow_pickle)
     if args.worker.startswith("plain"):
         seconds, scores, loaded_rss = plain_worker(
             args, rows, precision_bf16=args.worker != "plain-fp32", sort_by_length=args.worker.endswith("sorted")
@@ -147,7 +150,7 @@ def main(argv=None) -> int:
         return 0
     session = common.Session.start(args.threads)
     info, threads = session.info, session.threads
-    passed = ["--llm", args.llm, "--data", args.data, "--rows", str(args.rows)]
+    passed = ["--llm", args.llm, *common.data_arguments(args), "--rows", str(args.rows)]
     passed += ["--batch-size", str(args.batch_size), "--threads", str(threads)]
     results = {}
     for path in args.paths:

@@ -8,11 +8,15 @@ real ML-1M train rows from `tokenize_dataset` + `CL3MRecCollator` (random order,
 * `lora`: text-only template `tallrec_ml1m`, LoRA (r=8 on the modules of `configs/ml1m/tallrec_lora.yaml`) trains.
 * `cie`: CoLLM template `collm_ml1m` with user/item placeholders from a random MF encoder; only the projector
   trains (LoRA frozen; merged into the base weights as `trainers.stages.merged_frozen_lora` does in the trainer,
-  or left as PEFT layers), gradients flow back through the whole LLM to the placeholder embeddings.
+  or left as PEFT layers), gradients flow back through the LLM to the placeholder embeddings. With the frozen
+  prefix (what the trainer does in stage `cie`: `model(..., frozen_prefix=True)`) the prompt columns before the
+  first placeholder run once without an autograd graph into a KV cache and only the rest is backpropagated.
 
 Model FLOPs per step = 2 · N · tokens (forward) × 2 (backward of a frozen-weight network: input gradients
 only, as costly as the forward; LoRA / projector weight gradients are negligible), i.e. `4 · N · tokens`;
-a full fine-tune, where weight gradients flow too, would be `6 · N · tokens` (×3). N = LLM parameters without
+a full fine-tune, where weight gradients flow too, would be `6 · N · tokens` (×3). A frozen-prefix row is
+charged the same full-pass FLOPs (it computes fewer): its MFU reads as "full-pass-equivalent", its samples/s is
+the figure to compare. N = LLM parameters without
 the embedding table (and without the LM head: only its 2 answer rows meet one position), LoRA included;
 tokens = non-padding tokens; attention score FLOPs are not counted (conservative). Gradient-checkpointing
 recomputation is not counted either (MFU counts useful FLOPs only). MFU = model FLOP/s ÷ the best bf16
@@ -26,11 +30,10 @@ import sys
 from pathlib import Path
 from typing import NamedTuple
 
-import yaml
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import common  # noqa: E402
+from trainers.training_args import load_stage_config  # noqa: E402
 
 STAGE_TEMPLATES = {"lora": "tallrec_ml1m", "cie": "collm_ml1m"}
 BUNDLED_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "ml1m" / "tallrec_lora.yaml"
@@ -41,7 +44,8 @@ class Setting(NamedTuple):
     projector and CF encoder stay fp32), "fp32" is fp32 weights + bf16 autocast, "nf4" is QLoRA (CUDA only).
     ``merge``: frozen LoRA merged into the base weights while training (what the trainer does in stage ``cie``).
     ``sampler``: "random" (Trainer's default) or "group_by_length" (``train_sampling_strategy: group_by_length``,
-    transformers' ``LengthGroupedSampler`` over one megabatch of 50 batches)."""
+    transformers' ``LengthGroupedSampler`` over one megabatch of 50 batches). ``frozen_prefix``: stage ``cie``'s
+    columns before the first placeholder without an autograd graph (``CL3MRecModel.forward(frozen_prefix=True)``)."""
 
     stage: str
     checkpointing: bool
@@ -50,20 +54,23 @@ class Setting(NamedTuple):
     attention: str
     merge: bool
     sampler: str = "random"
+    frozen_prefix: bool = False
 
     def key(self) -> str:
         return ":".join(str(value) for value in self)
 
     @classmethod
     def from_key(cls, key: str) -> "Setting":
-        stage, checkpointing, weights, dropout, attention, merge, sampler = key.split(":")
-        return cls(stage, checkpointing == "True", weights, float(dropout), attention, merge == "True", sampler)
+        stage, checkpointing, weights, dropout, attention, merge, sampler, prefix = key.split(":")
+        return cls(
+            stage, checkpointing == "True", weights, float(dropout), attention, merge == "True", sampler, prefix == "True"
+        )
 
 
 def configurations(quick: bool, device_type: str, qlora: bool) -> list[Setting]:
     """The measured settings. The first row of each stage is what `configs/ml1m/*.yaml` train with (fp32 weights +
     bf16 autocast, LoRA dropout 0, `train_attn_implementation: auto` = eager on a CPU / SDPA on a GPU, frozen LoRA
-    merged in cie); the last row of each stage is the plain PEFT + transformers path (PEFT's dropout 0.05, acting
+    merged and the prompt prefix without a graph in cie); the last row of each stage is the plain PEFT + transformers path (PEFT's dropout 0.05, acting
     even on a frozen adapter, SDPA); the rows between change one knob of the first row. ``qlora`` (CUDA +
     bitsandbytes) adds a 4-bit NF4 row per stage."""
     auto, other = ("eager", "sdpa") if device_type == "cpu" else ("sdpa", "eager")
@@ -81,9 +88,10 @@ def configurations(quick: bool, device_type: str, qlora: bool) -> list[Setting]:
         *([bundled_lora._replace(weights="nf4")] if qlora else []),
         plain_lora,
     ]
-    bundled_cie = Setting("cie", False, "fp32", 0.0, auto, True)
+    bundled_cie = Setting("cie", False, "fp32", 0.0, auto, True, frozen_prefix=True)
     return settings + [
         bundled_cie,
+        bundled_cie._replace(frozen_prefix=False),
         bundled_cie._replace(dropout=0.05, merge=False),
         bundled_cie._replace(weights="bf16"),
         bundled_cie._replace(checkpointing=True),
@@ -113,16 +121,17 @@ PEAK_SHAPES = [(4096, 4096, 4096), (2048, 2048, 2048), (4096, 576, 1536), (4096,
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--llm", default=common.DEFAULT_LLM)
-    parser.add_argument("--data", default=common.DEFAULT_TRAIN_DATA)
+    common.add_data_arguments(parser, common.DEFAULT_TRAIN_DATA, "CoLLM pickle / split with the train rows")
     parser.add_argument("--batch-size", type=int, default=8, help="per_device_train_batch_size of the configs")
     parser.add_argument(
-        "--lora-targets", nargs="+", default=yaml.safe_load(BUNDLED_CONFIG.read_text())["lora_target_modules"],
+        "--lora-targets", nargs="+", default=load_stage_config(BUNDLED_CONFIG)["lora_target_modules"],
         help="LoRA target modules (default: those of configs/ml1m/tallrec_lora.yaml)",
     )
     parser.add_argument("--steps", type=int, default=8, help="timed optimizer steps per configuration")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps first (allocator and caches warm up)")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--quick", action="store_true", help="2 lora configurations, 2 timed steps of batch 4")
+    parser.add_argument("--stages", nargs="+", choices=["lora", "cie"], default=["lora", "cie"], help="stages to measure")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--worker-out", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -159,13 +168,13 @@ def build_stage(args, setting: Setting):
     """`(peft_model, tokenizer, with_ids)` as `train_cli.build_stage_model` + `apply_stage` build them."""
     import torch
 
-    from data_scripts.prompts import load_template
     from trainers.llm_loading import add_lora, build_cl3mrec
+    from trainers.prompt_templates import load_template
     from trainers.stages import apply_stage
 
     template = load_template(STAGE_TEMPLATES[setting.stage])
     with_ids = setting.stage == "cie"
-    cf_config = common.random_mf_config(common.load_split(args.data)) if with_ids else None
+    cf_config = common.random_mf_config(common.load_split(args.data, args.allow_pickle)) if with_ids else None
     torch.manual_seed(0)
     model, tokenizer = build_cl3mrec(
         args.llm,
@@ -188,6 +197,7 @@ def build_stage(args, setting: Setting):
 def worker(args) -> None:
     import torch
 
+    from modeling_cl3mrec import CL3MRecProcessor
     from trainers.prompt_dataset import CL3MRecCollator, tokenize_dataset
     from trainers.stages import merged_frozen_lora
 
@@ -198,15 +208,18 @@ def worker(args) -> None:
     config = model.get_base_model().config
     needed = args.batch_size * (args.steps + args.warmup)
     grouped = setting.sampler == "group_by_length"
-    rows = common.load_rows(args.data, max(needed, 50 * args.batch_size) if grouped else needed, seed=1)
-    features = tokenize_dataset(rows, tokenizer, config, with_ids=with_ids).to_list()
+    rows = common.load_rows(
+        args.data, max(needed, 50 * args.batch_size) if grouped else needed, seed=1, allow_pickle=args.allow_pickle
+    )
+    processor = CL3MRecProcessor.from_model_config(tokenizer, config, with_ids)
+    features = tokenize_dataset(rows, processor).to_list()
     if grouped:
         from transformers.trainer_pt_utils import LengthGroupedSampler
 
         lengths = [len(feature["input_ids"]) for feature in features]
         order = LengthGroupedSampler(args.batch_size, lengths=lengths, generator=torch.Generator().manual_seed(0))
         features = [features[i] for i in list(order)[:needed]]
-    collator = CL3MRecCollator(tokenizer, config.max_history, with_ids=with_ids)
+    collator = CL3MRecCollator(processor)
     batches = [collator(features[i : i + args.batch_size]) for i in range(0, len(features), args.batch_size)]
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=1e-4)
@@ -214,7 +227,8 @@ def worker(args) -> None:
 
     def step(batch):
         with torch.autocast(dev.type, dtype=torch.bfloat16):
-            loss = model(**{name: tensor.to(dev) for name, tensor in batch.items()}).loss
+            inputs = {name: tensor.to(dev) for name, tensor in batch.items()}
+            loss = model(**inputs, frozen_prefix=setting.frozen_prefix).loss
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -254,11 +268,12 @@ def main(argv=None) -> int:
     peaks = measure_peak(threads)
     peak_bf16 = max(value for name, value in peaks.items() if name.startswith("bfloat16"))
     print(f"bf16 matmul peak: {peak_bf16 / 1e9:.0f} GFLOP/s", flush=True)
-    passed = ["--llm", args.llm, "--data", args.data, "--batch-size", str(args.batch_size)]
+    passed = ["--llm", args.llm, *common.data_arguments(args), "--batch-size", str(args.batch_size)]
     passed += ["--steps", str(args.steps), "--warmup", str(args.warmup), "--threads", str(threads)]
     passed += ["--lora-targets", *args.lora_targets]
     table = []
-    for setting in configurations(args.quick, common.device().type, qlora_available()):
+    settings = [s for s in configurations(args.quick, common.device().type, qlora_available()) if s.stage in args.stages]
+    for setting in settings:
         key = setting.key()
         result = common.run_worker(Path(__file__), ["--worker", key, *passed])
         flops = 4 * result["n_params"] * result["real_tokens"]
@@ -274,6 +289,7 @@ def main(argv=None) -> int:
                 setting.attention,
                 "merged" if setting.merge else "PEFT layers",
                 setting.sampler,
+                "no graph" if setting.frozen_prefix else "-",
                 samples_per_second,
                 result["real_tokens"] / result["seconds"],
                 flops_per_second / 1e9,
@@ -283,7 +299,7 @@ def main(argv=None) -> int:
                 result["trainable"],
             ]
         )
-    headers = ["stage", "grad. checkpointing", "weights", "LoRA dropout", "attention", "frozen LoRA", "batches",
+    headers = ["stage", "grad. checkpointing", "weights", "LoRA dropout", "attention", "frozen LoRA", "batches", "prompt prefix",
                "samples/s", "tokens/s", "model GFLOP/s", "MFU", "padding", *common.MEMORY_HEADERS, "trainable params"]
     n_params = result["n_params"]
     body = [

@@ -86,16 +86,31 @@ def load_average() -> str:
     return f"{one:.2f} / {five:.2f} / {fifteen:.2f}"
 
 
-def load_split(path: str):
-    """A CoLLM pickle (the benchmarks' trusted input) or one of our split files, as a `datasets.Dataset`."""
+def add_data_arguments(parser, default: str, help_text: str) -> None:
+    """`--data PATH` (a CoLLM pickle or one of our split files) and `--allow-pickle` (consent to unpickle it)."""
+    parser.add_argument("--data", default=default, help=help_text)
+    parser.add_argument(
+        "--allow-pickle",
+        action="store_true",
+        help="allow unpickling a .pkl --data file (runs code from it: trusted files only)",
+    )
+
+
+def data_arguments(args) -> list[str]:
+    """The `--data` / `--allow-pickle` arguments of `args` again, for a worker subprocess."""
+    return ["--data", args.data] + (["--allow-pickle"] if args.allow_pickle else [])
+
+
+def load_split(path: str, allow_pickle: bool = False):
+    """A CoLLM pickle (only with `allow_pickle`) or one of our split files, as a `datasets.Dataset`."""
     from data_scripts.io import load_split_file
 
-    return load_split_file(path, allow_pickle=str(path).endswith(".pkl"))
+    return load_split_file(path, allow_pickle=allow_pickle)
 
 
-def load_rows(path: str, count: int, seed: int = 0):
+def load_rows(path: str, count: int, seed: int = 0, allow_pickle: bool = False):
     """`count` rows (fixed random sample, `seed`) of a CoLLM pickle / our split, as a `datasets.Dataset`."""
-    dataset = load_split(path)
+    dataset = load_split(path, allow_pickle)
     count = min(count, len(dataset))
     return dataset.shuffle(seed=seed).select(range(count))
 

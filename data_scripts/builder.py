@@ -8,7 +8,6 @@ sample ``valid_small`` from ``valid``, and compute warm flags from ``train``.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Mapping
 from pathlib import Path
@@ -18,10 +17,13 @@ import pandas as pd
 from datasets import Dataset, DatasetDict
 from tqdm.auto import tqdm
 
+from trainers.atomic_io import require_empty_or_own, staging_dir, write_json_atomic
+
 from .schema import COLUMNS, FEATURES, SPLITS, add_warm_flags, id_space, split_stats, validate_frame
 
 logger = logging.getLogger(__name__)
 
+DATASET_FILES = ("stats.json", "dataset_dict.json", *SPLITS)  # what a saved dataset folder holds
 VALID_SMALL_SEED = 2023
 VALID_SMALL_FRACTION = 0.5
 
@@ -109,12 +111,13 @@ def save_dataset_dict(
     source: str,
     compute_warm: bool = True,
 ) -> dict:
-    """Validate the split frames, write them with ``save_to_disk`` and write ``stats.json``.
+    """Validate the split frames, write them with ``save_to_disk`` and write ``stats.json``, atomically.
 
     Args:
         frames: split name → frame with the ``FEATURES`` columns (warm flags are (re)computed
             from ``train`` when ``compute_warm``).
-        out_dir: destination directory.
+        out_dir: destination directory: new, empty, or a previous dataset (replaced whole once the new one is
+            complete); a folder of unrelated files is refused.
         source: provenance string stored in ``stats.json``.
 
     Returns:
@@ -125,7 +128,7 @@ def save_dataset_dict(
         raise ValueError(f"unknown split name(s) {unknown}; expected a subset of {list(SPLITS)}")
     if compute_warm:
         frames = add_warm_flags(frames)
-    num_users, num_items = id_space(frames)
+    num_users, num_items = id_space(frames, source)
     for name, frame in frames.items():
         validate_frame(frame, f"{source} [{name}]", num_users, num_items)
     ordered = [name for name in SPLITS if name in frames]
@@ -138,13 +141,16 @@ def save_dataset_dict(
         }
     )
     out_dir = Path(out_dir)
-    dataset_dict.save_to_disk(str(out_dir))
+    require_empty_or_own(out_dir, DATASET_FILES)
     stats = {
         "num_users": num_users,
         "num_items": num_items,
         "splits": {name: split_stats(frames[name]) for name in ordered},
         "source": source,
     }
-    (out_dir / "stats.json").write_text(json.dumps(stats, indent=2) + "\n")
+    # The whole dataset is written aside and renamed into place: a kill or a full disk leaves the old one intact.
+    with staging_dir(out_dir) as staging:
+        dataset_dict.save_to_disk(str(staging))
+        write_json_atomic(staging / "stats.json", stats)
     logger.info("wrote %s (%s)", out_dir, ", ".join(f"{n}: {stats['splits'][n]['rows']} rows" for n in ordered))
     return stats

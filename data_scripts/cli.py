@@ -9,12 +9,22 @@ import logging
 logger = logging.getLogger(__name__)
 
 
+def _check_out(out_dir: str) -> None:
+    """Fail fast, before a long import, on an ``--out`` that is a file or a folder of unrelated files."""
+    from trainers.atomic_io import require_empty_or_own
+
+    from .builder import DATASET_FILES
+
+    require_empty_or_own(out_dir, DATASET_FILES)
+
+
 def _log_stats(stats: dict, out_dir: str) -> int:
     logger.info("wrote the dataset to %s\n%s", out_dir, json.dumps(stats, indent=2))
     return 0
 
 
 def _import_collm(args: argparse.Namespace) -> int:
+    _check_out(args.out)
     from .collm_import import import_collm
 
     stats = import_collm(
@@ -24,6 +34,7 @@ def _import_collm(args: argparse.Namespace) -> int:
 
 
 def _prepare_ml1m(args: argparse.Namespace) -> int:
+    _check_out(args.out)
     from .movielens import prepare_movielens
 
     stats = prepare_movielens(args.raw_dir, args.out, skip_last_months=args.skip_last_months)
@@ -31,6 +42,7 @@ def _prepare_ml1m(args: argparse.Namespace) -> int:
 
 
 def _prepare_amazon_book(args: argparse.Namespace) -> int:
+    _check_out(args.out)
     from .amazon_book import prepare_amazon_book
 
     stats = prepare_amazon_book(args.reviews, args.meta, args.out, min_ratings=args.min_ratings)
@@ -50,6 +62,7 @@ def _download(args: argparse.Namespace) -> int:
 
 
 def _synthetic(args: argparse.Namespace) -> int:
+    _check_out(args.out)
     from .synthetic import generate_synthetic
 
     stats = generate_synthetic(

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from .builder import sample_valid_small, save_dataset_dict
-from .schema import require_input_file, validate_frame
+from .schema import is_null, require_input_file, validate_frame
 
 logger = logging.getLogger(__name__)
 
@@ -32,7 +32,13 @@ def read_collm_pickle(path: str | Path, allow_pickle: bool = False) -> pd.DataFr
     if not allow_pickle:
         raise ValueError(PICKLE_WARNING.format(path=path))
     require_input_file(path)
-    frame = pd.read_pickle(path)
+    try:
+        frame = pd.read_pickle(path)
+    except Exception as error:  # truncated, not a pickle (a CSV?), or pickled by an unknown library version
+        raise ValueError(
+            f"{path}: cannot be unpickled ({type(error).__name__}: {error}); expected CoLLM's pickled pandas "
+            "DataFrame (a CSV or Parquet file? convert it to .parquet with our columns)"
+        ) from None
     if not isinstance(frame, pd.DataFrame):
         raise ValueError(f"{path}: expected a pickled pandas DataFrame, found {type(frame).__name__}")
     return frame
@@ -41,7 +47,7 @@ def read_collm_pickle(path: str | Path, allow_pickle: bool = False) -> pd.DataFr
 def _strip_padding(ids, titles, source: str, row) -> tuple[list[int], list[str]]:
     """Drop CoLLM's leading padding entry (id 0) from a history; raise on a real length mismatch."""
     raw_ids = [int(i) for i in ids]
-    raw_titles = [str(t) for t in titles]
+    raw_titles = [t if is_null(t) else str(t) for t in titles]  # nulls stay null: validate_frame names them
     ids, titles = raw_ids, raw_titles
     if ids and ids[0] == 0:
         ids = ids[1:]
@@ -78,7 +84,7 @@ def frame_from_collm(collm: pd.DataFrame, source: str) -> pd.DataFrame:
             "timestamp": collm["timestamp"].to_numpy().astype(np.int64),
             "history_item_ids": [h[0] for h in histories],
             "history_titles": [h[1] for h in histories],
-            "title": collm["title"].astype(str).to_numpy(),
+            "title": collm["title"].map(lambda title: title if is_null(title) else str(title)).to_numpy(),
         },
         index=collm.index,
     )

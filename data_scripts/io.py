@@ -83,7 +83,10 @@ def load_split_file(
     if path.suffix in PICKLE_SUFFIXES:
         frame = frame_from_collm(read_collm_pickle(path, allow_pickle), text)
     elif path.suffix == ".parquet":
-        frame = pd.read_parquet(path)
+        try:
+            frame = pd.read_parquet(path)
+        except Exception as error:  # truncated, or another format under a .parquet name
+            raise ValueError(f"{path}: not a readable Parquet file ({error}); re-export it with our columns") from None
     else:
         raise ValueError(f"{path}: unknown split file type '{path.suffix}'; expected .pkl, .parquet or DIR::split")
     validate_frame(frame, text, num_users, num_items)

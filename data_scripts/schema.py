@@ -31,6 +31,10 @@ FEATURES = Features(
     }
 )
 COLUMNS = tuple(FEATURES)
+# An id space may exceed the number of distinct ids this much (ids unseen in the imported splits) before it is
+# refused as sparse: max id + 1 <= SPARSE_ID_FACTOR * distinct ids + SPARSE_ID_SLACK.
+SPARSE_ID_FACTOR = 4
+SPARSE_ID_SLACK = 1000
 
 
 def require_input_file(path: Path, hint: str = "") -> None:
@@ -39,7 +43,7 @@ def require_input_file(path: Path, hint: str = "") -> None:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file{hint}")
     if path.stat().st_size == 0:
-        raise ValueError(f"{path}: empty file")
+        raise ValueError(f"{path}: empty file; copy, download or export it again")
 
 
 def validate_frame(
@@ -63,20 +67,50 @@ def validate_frame(
     for column, size in (("user_id", num_users), ("item_id", num_items)):
         _check_ids(frame[column].to_numpy(), source, column, size, rows=frame.index)
     labels = frame["label"].to_numpy()
-    bad = ~np.isin(labels, (0, 1))
+    if np.issubdtype(labels.dtype, np.integer) or labels.dtype == bool:
+        bad = ~np.isin(labels, (0, 1))
+    else:  # object / float / string columns: look at each value
+        bad = np.array([not is_binary_label(value) for value in labels], dtype=bool)
     if bad.any():
         row = frame.index[int(np.argmax(bad))]
-        raise ValueError(f"{source}: column 'label' must be 0/1, found {labels[bad][0].item()!r} at row {row}")
-    if len(np.unique(labels)) < 2:
+        value = labels[bad][0]
+        value = value.item() if isinstance(value, np.generic) else value
+        raise ValueError(f"{source}: column 'label' must be 0/1, found {value!r} at row {row}; map labels to 0/1")
+    if len(np.unique(labels.astype(np.int64))) < 2:
         raise ValueError(f"{source}: column 'label' has a single class ({labels[0]}); AUC needs both")
+    null_titles = frame["title"].isna().to_numpy()
+    if null_titles.any():
+        position = int(np.argmax(null_titles))
+        raise ValueError(
+            f"{source}: row {frame.index[position]}: item {frame['item_id'].iloc[position]} has a null title; "
+            "fill in its title or drop the row"
+        )
     for row, ids, titles in zip(frame.index, frame["history_item_ids"], frame["history_titles"]):
         if len(ids) != len(titles):
             raise ValueError(
                 f"{source}: row {row}: history_item_ids has {len(ids)} entries but history_titles {len(titles)}"
             )
+    flat_titles = [np.asarray(titles, dtype=object) for titles in frame["history_titles"]]
+    if flat_titles and pd.isna(np.concatenate(flat_titles)).any():
+        for row, ids, titles in zip(frame.index, frame["history_item_ids"], frame["history_titles"]):
+            for item, title in zip(ids, titles):
+                if is_null(title):
+                    raise ValueError(
+                        f"{source}: row {row}: history item {item} has a null title; fill in its title or drop the row"
+                    )
     flat = np.concatenate([np.zeros(0, np.int64)] + [np.asarray(ids, dtype=np.int64) for ids in frame["history_item_ids"]])
     if flat.size:
         _check_ids(flat, source, "history_item_ids", num_items, rows=None)
+
+
+def is_null(value) -> bool:
+    """True for ``None`` and float NaN (pandas' missing values), which would render as "None" / "nan"."""
+    return value is None or (isinstance(value, float) and np.isnan(value)) or value is pd.NA
+
+
+def is_binary_label(value) -> bool:
+    """True for the integers (or booleans) 0 and 1; strings such as "1" or "yes" are not labels."""
+    return isinstance(value, (int, np.integer, bool, np.bool_)) and value in (0, 1)
 
 
 def _check_ids(ids: np.ndarray, source: str, column: str, size: int | None, rows: Iterable | None) -> None:
@@ -124,10 +158,22 @@ def split_stats(frame: pd.DataFrame) -> dict:
     }
 
 
-def id_space(frames: Mapping[str, pd.DataFrame]) -> tuple[int, int]:
-    """``(num_users, num_items)``: max id + 1 over all splits, history items included."""
-    max_user = max(int(f["user_id"].max()) for f in frames.values())
-    max_item = max(int(f["item_id"].max()) for f in frames.values())
+def id_space(frames: Mapping[str, pd.DataFrame], source: str = "dataset") -> tuple[int, int]:
+    """``(num_users, num_items)``: max id + 1 over all splits, history items included.
+
+    Raises:
+        ValueError: the ids are sparse (e.g. one item id of 10^9): the embedding tables would hold mostly unused
+            rows; ids must be dense ``1..N``.
+    """
+    users = set().union(*(f["user_id"].tolist() for f in frames.values()))
+    items = set().union(*(f["item_id"].tolist() for f in frames.values()))
     for frame in frames.values():
-        max_item = max([max_item] + [int(max(h)) for h in frame["history_item_ids"] if len(h)])
-    return max_user + 1, max_item + 1
+        items.update(int(item) for history in frame["history_item_ids"] for item in history)
+    for column, ids in (("user_id", users), ("item_id", items)):
+        largest = max(ids)
+        if largest + 1 > SPARSE_ID_FACTOR * len(ids) + SPARSE_ID_SLACK:
+            raise ValueError(
+                f"{source}: column '{column}': id {largest} with only {len(ids)} distinct ids would make a "
+                f"{largest + 1}-row id space; ids must be dense 1..N: re-map them (the raw importers do)"
+            )
+    return max(users) + 1, max(items) + 1

@@ -104,12 +104,25 @@ class CollaborativeEncoder(nn.Module):
         user_emb, item_emb = self.encode(user_ids, item_ids, history_item_ids)
         return (user_emb * item_emb).sum(-1)
 
+    def user_bias_term(self, user_ids: torch.LongTensor) -> torch.FloatTensor:
+        """Global + user bias of ``user_ids [...]`` → ``[...]`` (zeros for an encoder without biases)."""
+        users = self.map_user_ids(user_ids)
+        if not self.config.use_bias:
+            return torch.zeros(users.shape, device=users.device)
+        return self.global_bias + self.user_bias(users).squeeze(-1)
+
+    def item_bias_term(self, item_ids: torch.LongTensor) -> torch.FloatTensor:
+        """Item bias of ``item_ids [...]`` → ``[...]`` (zeros for an encoder without biases)."""
+        items = self.map_item_ids(item_ids)
+        if not self.config.use_bias:
+            return torch.zeros(items.shape, device=items.device)
+        return self.item_bias(items).squeeze(-1)
+
     def score(self, user_ids, item_ids, history_item_ids) -> torch.FloatTensor:
-        """Logit of "liked", ``[B]``."""
+        """Logit of "liked", ``[B]``: the interaction plus the bias terms."""
         logits = self._interaction(user_ids, item_ids, history_item_ids)
         if self.config.use_bias:
-            users, items = self.map_user_ids(user_ids), self.map_item_ids(item_ids)
-            logits = logits + self.global_bias + self.user_bias(users).squeeze(-1) + self.item_bias(items).squeeze(-1)
+            logits = logits + self.user_bias_term(user_ids) + self.item_bias_term(item_ids)
         return logits
 
 

@@ -11,6 +11,8 @@ from transformers.configuration_utils import SubConfigSpec
 from .configuration_cf import CFRecConfig
 
 ANSWER_SCORES = ("yes", "yes_minus_no")
+CF_FEATURES = ("embedding", "embedding_bias")
+SCORE_FUSIONS = ("none", "residual")
 
 
 class CL3MRecConfig(PretrainedConfig):
@@ -33,6 +35,16 @@ class CL3MRecConfig(PretrainedConfig):
         contrastive_weight (`float`): weight of the contrastive (CF vs. language view) loss in training.
         contrastive_temperature (`float`, > 0): temperature of that InfoNCE loss.
         answer_score (`"yes"` or `"yes_minus_no"`): the score is the "Yes" logit (as CoLLM) or "Yes" − "No".
+        cf_features (`"embedding"` or `"embedding_bias"`, defaults to `"embedding"`): what the projector reads per
+            entity. `"embedding"` is CoLLM's bias-free CF embedding `[d]`; `"embedding_bias"` appends the entity's
+            bias term of the CF score (global + user bias for users, item bias for items) → `[d + 1]`, so the bias
+            part of what the CF model knows reaches the LLM too (needs `cf_config.use_bias`).
+        score_fusion (`"none"` or `"residual"`, defaults to `"none"`): `"residual"` adds the CF model's own logit to
+            the answer score, `score = answer logit + w · CF logit`, with a learned scalar `w` (initialised to 1);
+            `"none"` is the paper recipe (the LLM's answer alone).
+        alignment_dim (`int`, defaults to 0): width of the CLIP-style alignment heads that map the projected CF view
+            and the LLM's text view of an entity into one space for the contrastive loss; 0 = no heads (the
+            contrastive loss then compares the two views directly by cosine).
     """
 
     model_type = "cl3mrec"
@@ -57,6 +69,9 @@ class CL3MRecConfig(PretrainedConfig):
     contrastive_weight: float = 0.0
     contrastive_temperature: float = 0.1
     answer_score: str = "yes"
+    cf_features: str = "embedding"
+    score_fusion: str = "none"
+    alignment_dim: int = 0
     tie_word_embeddings: bool = False
 
     def __post_init__(self, **kwargs):
@@ -82,6 +97,21 @@ class CL3MRecConfig(PretrainedConfig):
             raise ValueError(f"CL3MRecConfig.max_history must be >= 0, got {self.max_history}")
         if self.answer_score not in ANSWER_SCORES:
             raise ValueError(f"CL3MRecConfig.answer_score must be one of {ANSWER_SCORES}, got {self.answer_score!r}")
+        if self.cf_features not in CF_FEATURES:
+            raise ValueError(f"CL3MRecConfig.cf_features must be one of {CF_FEATURES}, got {self.cf_features!r}")
+        if self.score_fusion not in SCORE_FUSIONS:
+            raise ValueError(f"CL3MRecConfig.score_fusion must be one of {SCORE_FUSIONS}, got {self.score_fusion!r}")
+        if self.alignment_dim < 0:
+            raise ValueError(f"CL3MRecConfig.alignment_dim must be >= 0, got {self.alignment_dim}")
+        if not self.use_cf and (self.cf_features != "embedding" or self.score_fusion != "none" or self.alignment_dim):
+            raise ValueError(
+                "CL3MRecConfig: cf_features / score_fusion / alignment_dim need a cf_config (a text-only model has no "
+                "CF encoder)"
+            )
+        if self.use_cf and self.cf_features == "embedding_bias" and not self.cf_config.use_bias:
+            raise ValueError(
+                "CL3MRecConfig.cf_features='embedding_bias' needs a CF encoder with biases (cf_config.use_bias=True)"
+            )
         if self.contrastive_temperature <= 0:
             raise ValueError(
                 f"CL3MRecConfig.contrastive_temperature must be > 0, got {self.contrastive_temperature}"

@@ -1,4 +1,8 @@
-"""``CFRecModel``: one collaborative encoder as a ``PreTrainedModel`` (save/load, BCE loss)."""
+"""``CFRecModel``: one collaborative encoder as a ``PreTrainedModel`` (save/load, BCE loss).
+
+Registered for auto classes: ``save_pretrained`` writes ``auto_map`` and copies this folder's code, so a saved
+model loads with ``AutoModel.from_pretrained(dir, trust_remote_code=True)`` without the cl3mrec package.
+"""
 
 from dataclasses import dataclass
 from typing import Optional
@@ -55,3 +59,7 @@ class CFRecModel(PreTrainedModel):
         if labels is not None:
             loss = nn.functional.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype))
         return CFRecOutput(loss=loss, logits=logits)
+
+
+CFRecConfig.register_for_auto_class("AutoConfig")
+CFRecModel.register_for_auto_class("AutoModel")

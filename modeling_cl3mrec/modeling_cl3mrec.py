@@ -11,16 +11,22 @@ Cold and unknown ids are the CF encoder's business (see ``collaborative_encoders
 training map to row 0 (mean of warm rows); out-of-range ids raise a ``ValueError`` naming the id and table size.
 """
 
+import inspect
 from dataclasses import dataclass
 
 import torch
 from torch import nn
-from transformers import AutoModelForCausalLM, PreTrainedModel
+from transformers import AutoModelForCausalLM, DynamicCache, PreTrainedModel
 from transformers import initialization as init
 from transformers.utils import ModelOutput
 
 from .collaborative_encoders import build_collaborative_encoder, init_cf_weights
 from .configuration_cl3mrec import CL3MRecConfig
+
+
+def decoder_cache_kwarg(decoder: nn.Module) -> str:
+    """Name of a decoder's KV-cache argument: `cache` (newer transformers 5.x) or `past_key_values`."""
+    return "cache" if "cache" in inspect.signature(decoder.forward).parameters else "past_key_values"
 
 
 @dataclass
@@ -34,7 +40,9 @@ class CL3MRecOutput(ModelOutput):
         answer_hidden_states `[B, H]`: the decoder's (final-normed) hidden state at the last position.
         user_embeds / item_embeds `[B, H]`: projected CF embeddings (first token of each entity); None when
             the batch has no CF ids.
-        cf_user_embeds / cf_item_embeds `[B, d]`: the raw CF embeddings.
+        cf_user_embeds / cf_item_embeds `[B, f]`: what the projector read: the CF embeddings (`f = d`), with the
+            entity's bias term appended under `config.cf_features="embedding_bias"` (`f = d + 1`).
+        cf_logits `[B]`: the CF model's own logit (only with `config.score_fusion="residual"`).
     """
 
     loss: torch.FloatTensor | None = None
@@ -46,13 +54,19 @@ class CL3MRecOutput(ModelOutput):
     item_embeds: torch.FloatTensor | None = None
     cf_user_embeds: torch.FloatTensor | None = None
     cf_item_embeds: torch.FloatTensor | None = None
+    cf_logits: torch.FloatTensor | None = None
+
+
+def cf_feature_size(config: CL3MRecConfig) -> int:
+    """Width f of what the projector reads per entity: d, or d + 1 with `cf_features="embedding_bias"`."""
+    return config.cf_config.hidden_size + (1 if config.cf_features == "embedding_bias" else 0)
 
 
 class CL3MRecProjector(nn.Module):
-    """Linear(d, factor·d) → ReLU → Linear(factor·d, H·k): one CF vector to k LLM token embeddings.
+    """Linear(f, factor·d) → ReLU → Linear(factor·d, H·k): one CF feature vector to k LLM token embeddings.
 
     Shape:
-        input `[..., d]` → output `[..., k, H]` (k = `tokens_per_entity`).
+        input `[..., f]` (f = :func:`cf_feature_size`) → output `[..., k, H]` (k = `tokens_per_entity`).
     """
 
     def __init__(self, config: CL3MRecConfig):
@@ -60,13 +74,54 @@ class CL3MRecProjector(nn.Module):
         cf_hidden = config.cf_config.hidden_size
         self.tokens_per_entity = config.tokens_per_entity
         self.hidden_size = config.text_config.hidden_size
-        self.linear_1 = nn.Linear(cf_hidden, config.projector_hidden_factor * cf_hidden)
+        self.linear_1 = nn.Linear(cf_feature_size(config), config.projector_hidden_factor * cf_hidden)
         self.act = nn.ReLU()
         self.linear_2 = nn.Linear(config.projector_hidden_factor * cf_hidden, self.hidden_size * self.tokens_per_entity)
 
     def forward(self, cf_embeds: torch.Tensor) -> torch.Tensor:
         hidden = self.linear_2(self.act(self.linear_1(cf_embeds)))
         return hidden.view(*cf_embeds.shape[:-1], self.tokens_per_entity, self.hidden_size)
+
+
+class CL3MRecScoreFusion(nn.Module):
+    """Residual fusion of the two scorers: `score = answer logit + w · CF logit`, `w` a learned scalar (init 1).
+
+    Shape:
+        answer_logits `[B]`, cf_logits `[B]` → `[B]`.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(1))
+
+    def forward(self, answer_logits: torch.Tensor, cf_logits: torch.Tensor) -> torch.Tensor:
+        return answer_logits + self.weight * cf_logits.to(answer_logits.dtype)
+
+
+class CL3MRecAlignmentHeads(nn.Module):
+    """CLIP-style linear heads mapping the two views of an entity into one alignment space of width p.
+
+    The projected CF view lives where CF tokens enter the LLM (input-embedding space), the text view is the
+    frozen LLM's mean-pooled last-layer state: two different spaces, so each gets its own head (Radford et al.,
+    "Learning Transferable Visual Models From Natural Language Supervision", 2021). Used only by the
+    contrastive loss; the recommendation score never passes through them.
+
+    Shape:
+        `cf_head`: `[..., H]` → `[..., p]`; `text_head`: `[..., H]` → `[..., p]` (p = `config.alignment_dim`).
+    """
+
+    def __init__(self, config: CL3MRecConfig):
+        super().__init__()
+        hidden = config.text_config.hidden_size
+        self.cf_head = nn.Linear(hidden, config.alignment_dim, bias=False)
+        self.text_head = nn.Linear(hidden, config.alignment_dim, bias=False)
+
+    def forward(self, cf_view: torch.Tensor | None, text_view: torch.Tensor | None):
+        """`(cf [..., p] or None, text [..., p] or None)` from `cf_view [..., H]` / `text_view [..., H]` (either may be None)."""
+        return (
+            None if cf_view is None else self.cf_head(cf_view.to(self.cf_head.weight.dtype)),
+            None if text_view is None else self.text_head(text_view.to(self.text_head.weight.dtype)),
+        )
 
 
 class CL3MRecPreTrainedModel(PreTrainedModel):
@@ -98,6 +153,11 @@ class CL3MRecPreTrainedModel(PreTrainedModel):
             for linear in (module.linear_1, module.linear_2):
                 init.normal_(linear.weight, mean=0.0, std=std)
                 init.zeros_(linear.bias)
+        elif isinstance(module, CL3MRecScoreFusion):
+            init.ones_(module.weight)
+        elif isinstance(module, CL3MRecAlignmentHeads):
+            for linear in (module.cf_head, module.text_head):
+                init.normal_(linear.weight, mean=0.0, std=linear.in_features**-0.5)
 
 
 class CL3MRecModel(CL3MRecPreTrainedModel):
@@ -107,6 +167,8 @@ class CL3MRecModel(CL3MRecPreTrainedModel):
         language_model: `AutoModelForCausalLM.from_config(config.text_config)`.
         cf_encoder: `build_collaborative_encoder(config.cf_config)` (None for a text-only model).
         projector: [`CL3MRecProjector`] (None for a text-only model).
+        score_fusion: [`CL3MRecScoreFusion`] with `config.score_fusion="residual"`, else None.
+        alignment_heads: [`CL3MRecAlignmentHeads`] with `config.alignment_dim > 0`, else None.
     """
 
     def __init__(self, config: CL3MRecConfig):
@@ -122,6 +184,8 @@ class CL3MRecModel(CL3MRecPreTrainedModel):
         else:
             self.cf_encoder = None
             self.projector = None
+        self.score_fusion = CL3MRecScoreFusion() if config.score_fusion == "residual" else None
+        self.alignment_heads = CL3MRecAlignmentHeads(config) if config.alignment_dim > 0 else None
         self.post_init()
 
     def get_input_embeddings(self) -> nn.Module:
@@ -152,6 +216,24 @@ class CL3MRecModel(CL3MRecPreTrainedModel):
                 f"(totals: tokens {int(found.sum())}, embeddings {int(expected.sum())})"
             )
 
+    def _append_bias(self, embeds: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        """`[..., d]` → `[..., d + 1]` with the bias term `[...]` appended (`cf_features="embedding_bias"`)."""
+        if self.config.cf_features != "embedding_bias":
+            return embeds
+        return torch.cat([embeds, bias.unsqueeze(-1).to(embeds.dtype)], dim=-1)
+
+    def cf_features(self, user_ids, item_ids, history_item_ids) -> tuple[torch.Tensor, torch.Tensor]:
+        """What the projector reads for each row's user and item: `(users [B, f], items [B, f])`."""
+        cf_user, cf_item = self.cf_encoder.encode(user_ids, item_ids, history_item_ids)  # [B, d] each
+        return (
+            self._append_bias(cf_user, self.cf_encoder.user_bias_term(user_ids)),
+            self._append_bias(cf_item, self.cf_encoder.item_bias_term(item_ids)),
+        )
+
+    def item_features(self, item_ids: torch.LongTensor) -> torch.Tensor:
+        """What the projector reads for items of any shape `[...]` → `[..., f]` (history items, item tables)."""
+        return self._append_bias(self.cf_encoder.encode_items(item_ids), self.cf_encoder.item_bias_term(item_ids))
+
     def embed_inputs(self, input_ids, user_ids, item_ids, history_item_ids):
         """Token embeddings `[B, T, H]` with CF placeholders filled; also returns the CF outputs (a dict).
 
@@ -162,7 +244,7 @@ class CL3MRecModel(CL3MRecPreTrainedModel):
             placeholder_mask |= input_ids == token_id
         inputs_embeds = self.get_input_embeddings()(input_ids.masked_fill(placeholder_mask, 0))
         batch = input_ids.shape[0]
-        no_cf = {"user_embeds": None, "item_embeds": None, "cf_user_embeds": None, "cf_item_embeds": None}
+        no_cf = {"user_embeds": None, "item_embeds": None, "cf_user_embeds": None, "cf_item_embeds": None, "cf_logits": None}
 
         if user_ids is None or item_ids is None:
             if placeholder_mask.any():
@@ -176,7 +258,7 @@ class CL3MRecModel(CL3MRecPreTrainedModel):
         if history_item_ids is None:
             history_item_ids = user_ids.new_zeros(batch, 1)
 
-        cf_user, cf_item = self.cf_encoder.encode(user_ids, item_ids, history_item_ids)  # [B, d] each
+        cf_user, cf_item = self.cf_features(user_ids, item_ids, history_item_ids)  # [B, f] each
         dtype = inputs_embeds.dtype
         user_tokens = self.projector(cf_user)  # [B, k, H]
         item_tokens = self.projector(cf_item)  # [B, k, H]
@@ -185,7 +267,7 @@ class CL3MRecModel(CL3MRecPreTrainedModel):
         fills.append(("item", self.config.item_token_id, item_tokens, torch.full((batch,), k)))
         if self.config.use_history_embeddings:
             keep = history_item_ids != 0  # [B, L], left-padded: order of kept ids = prompt order
-            history_tokens = self.projector(self.cf_encoder.encode_items(history_item_ids[keep]))  # [N, k, H]
+            history_tokens = self.projector(self.item_features(history_item_ids[keep]))  # [N, k, H]
             fills.append(("history", self.config.history_token_id, history_tokens, keep.sum(dim=1).cpu() * k))
         filled = torch.zeros_like(placeholder_mask)
         for kind, token_id, features, expected in fills:
@@ -203,14 +285,34 @@ class CL3MRecModel(CL3MRecPreTrainedModel):
             "item_embeds": item_tokens[:, 0],
             "cf_user_embeds": cf_user,
             "cf_item_embeds": cf_item,
+            "cf_logits": (
+                self.cf_encoder.score(user_ids, item_ids, history_item_ids) if self.score_fusion is not None else None
+            ),
         }
         return inputs_embeds, cf_outputs
 
-    def answer_logits(self, answer_hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    def _gradient_free_columns(self, input_ids: torch.Tensor) -> int:
+        """Leading columns of `input_ids [B, T]` before any CF placeholder in any row (0 when gradients cannot skip
+        them: no grad, gradient checkpointing, or no placeholder)."""
+        if not torch.is_grad_enabled() or getattr(self.get_decoder(), "gradient_checkpointing", False):
+            return 0
+        placeholder_columns = torch.zeros_like(input_ids[0], dtype=torch.bool)
+        for token_id in self._placeholder_ids():
+            placeholder_columns |= (input_ids == token_id).any(dim=0)
+        columns = placeholder_columns.nonzero()
+        return int(columns[0, 0]) if columns.numel() else 0
+
+    def answer_logits(
+        self, answer_hidden: torch.Tensor, cf_logits: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """Scores from answer-position hidden states `[B, H]`: only the "Yes"/"No" rows of the LM head.
 
+        Args:
+            cf_logits `[B]`: the CF model's logits (`cf_outputs["cf_logits"]` of :meth:`embed_inputs`); required
+                with `config.score_fusion="residual"`, which adds `w · cf_logits` to the score.
+
         Returns `(logits [B], yes_logits [B], no_logits [B] or None)` in float32; `logits` follows
-        `config.answer_score`.
+        `config.answer_score` (and the fusion).
         """
         lm_head = self.get_output_embeddings()
         no_token_id = self.config.yes_token_id if self.config.no_token_id is None else self.config.no_token_id
@@ -221,6 +323,10 @@ class CL3MRecModel(CL3MRecPreTrainedModel):
         answer = answer.float()
         yes_logits, no_logits = answer[:, 0], answer[:, 1]
         logits = yes_logits - no_logits if self.config.answer_score == "yes_minus_no" else yes_logits
+        if self.score_fusion is not None:
+            if cf_logits is None:
+                raise ValueError("config.score_fusion='residual' needs the CF logits (user_ids / item_ids not given?)")
+            logits = self.score_fusion(logits, cf_logits.float())
         return logits, yes_logits, (None if self.config.no_token_id is None else no_logits)
 
     def forward(
@@ -231,6 +337,7 @@ class CL3MRecModel(CL3MRecPreTrainedModel):
         item_ids: torch.LongTensor | None = None,
         history_item_ids: torch.LongTensor | None = None,
         labels: torch.Tensor | None = None,
+        frozen_prefix: bool = False,
         **kwargs,
     ) -> CL3MRecOutput:
         """Score left-padded prompts.
@@ -241,21 +348,39 @@ class CL3MRecModel(CL3MRecPreTrainedModel):
             user_ids / item_ids `[B]`: CF ids (only with placeholder prompts).
             history_item_ids `[B, L]`: history item ids, left-padded with 0, most recent last.
             labels `[B]`: 1 = liked; gives `loss` (BCE with logits).
+            frozen_prefix: the LLM is frozen (stage `cie`), so the columns before the first CF placeholder carry no
+                gradient: run them once without an autograd graph into a KV cache and backpropagate only through
+                the rest. Same function, less work; ignored without placeholders, without grad or with gradient
+                checkpointing.
         """
         inputs_embeds, cf_outputs = self.embed_inputs(input_ids, user_ids, item_ids, history_item_ids)
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         # Positions count real tokens only, so a prompt's score does not depend on its padding.
         position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
-        decoder_outputs = self.get_decoder()(
-            inputs_embeds=inputs_embeds,
+        split = self._gradient_free_columns(input_ids) if frozen_prefix else 0
+        decoder, cache = self.get_decoder(), {}
+        if split > 0:
+            cache = {decoder_cache_kwarg(decoder): DynamicCache(config=decoder.config)}
+            with torch.no_grad():
+                decoder(
+                    inputs_embeds=inputs_embeds[:, :split],
+                    attention_mask=attention_mask[:, :split],
+                    position_ids=position_ids[:, :split],
+                    use_cache=True,
+                    **cache,
+                    **kwargs,
+                )
+        decoder_outputs = decoder(
+            inputs_embeds=inputs_embeds[:, split:],
             attention_mask=attention_mask,
-            position_ids=position_ids,
-            use_cache=False,
+            position_ids=position_ids[:, split:],
+            use_cache=bool(cache),
+            **cache,
             **kwargs,
         )
         answer_hidden = decoder_outputs.last_hidden_state[:, -1]  # [B, H]
-        logits, yes_logits, no_logits = self.answer_logits(answer_hidden)
+        logits, yes_logits, no_logits = self.answer_logits(answer_hidden, cf_outputs["cf_logits"])
 
         loss = None
         if labels is not None:
@@ -273,4 +398,11 @@ class CL3MRecModel(CL3MRecPreTrainedModel):
 CL3MRecConfig.register_for_auto_class("AutoConfig")
 CL3MRecModel.register_for_auto_class("AutoModel")
 
-__all__ = ["CL3MRecModel", "CL3MRecOutput", "CL3MRecPreTrainedModel", "CL3MRecProjector"]
+__all__ = [
+    "CL3MRecAlignmentHeads",
+    "CL3MRecModel",
+    "CL3MRecOutput",
+    "CL3MRecPreTrainedModel",
+    "CL3MRecProjector",
+    "CL3MRecScoreFusion",
+]

@@ -12,6 +12,8 @@ Fixtures:
     make_cl3mrec(arch="llama", encoder_type="mf" | None, **build_kwargs) -> (CL3MRecModel, tokenizer), built
         with `trainers.llm_loading.build_cl3mrec` and the bundled CoLLM / TALLRec ML-1M templates;
         `encoder_type=None` gives a text-only model.
+    run_without_repo(script, *args) -> stdout: run Python code in a fresh process outside the repository (no
+        PYTHONPATH, offline, own HF_MODULES_CACHE) and assert that it succeeded and imported none of our packages.
 """
 
 import pytest
@@ -91,7 +93,7 @@ def make_tiny_cf_config():
 
 @pytest.fixture(scope="session")
 def make_cl3mrec(tiny_llm_dirs, make_tiny_cf_config):
-    from data_scripts.prompts import load_template
+    from trainers.prompt_templates import load_template
     from trainers.llm_loading import build_cl3mrec
 
     def make(arch: str = "llama", encoder_type: str | None = "mf", seed: int = 0, **build_kwargs):
@@ -108,3 +110,27 @@ def make_cl3mrec(tiny_llm_dirs, make_tiny_cf_config):
         return model.eval(), tokenizer
 
     return make
+
+
+@pytest.fixture
+def run_without_repo(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    guard = """
+import sys
+assert not {"modeling_cl3mrec", "trainers", "data_scripts"} & {name.split(".")[0] for name in sys.modules}
+"""
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    env.update(HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(tmp_path / "hf_modules"), OMP_NUM_THREADS="1")
+    run_dir = tmp_path / "elsewhere"
+    run_dir.mkdir()
+
+    def run(script: str, *args) -> str:
+        command = [sys.executable, "-c", script + guard, *map(str, args)]
+        result = subprocess.run(command, cwd=run_dir, env=env, capture_output=True, text=True, timeout=180)
+        assert result.returncode == 0, f"{script}\n---\n{result.stderr[-3000:]}"
+        return result.stdout
+
+    return run

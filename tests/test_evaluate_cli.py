@@ -94,7 +94,7 @@ def test_evaluate_reports_ids_outside_the_model(saved_model, tmp_path):
     }
     frame = pd.DataFrame([{**row, "user_id": 2, "label": 0}, row])
     frame.to_parquet(tmp_path / "bad.parquet")
-    with pytest.raises(ValueError, match="user_ids contains id 12, outside the table of size 10"):
+    with pytest.raises(ValueError, match="'user_id' has id 12 at row 1 outside the valid range 1..9"):
         run_cli(["evaluate", "--model", str(saved_model), "--split-file", str(tmp_path / "bad.parquet")])
 
 

@@ -4,13 +4,14 @@ import numpy as np
 import pytest
 import torch
 
+from modeling_cl3mrec import CL3MRecProcessor
 from trainers.llm_scoring import CL3MRecScorer
 from trainers.prompt_dataset import CL3MRecCollator, length_grouped_batches, tokenize_dataset
 
 
 def test_tokenize_dataset_columns_and_history(make_cl3mrec, tiny_rows):
     model, tokenizer = make_cl3mrec("llama", "mf", use_history_embeddings=True, max_history=3)
-    tokenized = tokenize_dataset(tiny_rows, tokenizer, model.config, with_ids=True)
+    tokenized = tokenize_dataset(tiny_rows, CL3MRecProcessor.from_model_config(tokenizer, model.config))
     columns = {"input_ids", "user_id", "item_id", "history_item_ids", "label", "warm", "length"}
     assert set(tokenized.column_names) == columns
     for row, source in zip(tokenized, tiny_rows):
@@ -24,15 +25,16 @@ def test_short_history_renders_every_item(make_cl3mrec, tiny_rows):
     """Histories shorter than max_history keep all their items (one placeholder each)."""
     model, tokenizer = make_cl3mrec("llama", "mf", use_history_embeddings=True, max_history=10)
     rows = tiny_rows.filter(lambda row: 0 < len(row["history_item_ids"]) < 10)
-    tokenized = tokenize_dataset(rows, tokenizer, model.config, with_ids=True)
+    tokenized = tokenize_dataset(rows, CL3MRecProcessor.from_model_config(tokenizer, model.config))
     counts = [ids.count(model.config.history_token_id) for ids in tokenized["input_ids"]]
     assert counts == [len(ids) for ids in rows["history_item_ids"]]
 
 
 def test_collator_left_pads(make_cl3mrec, tiny_rows):
     model, tokenizer = make_cl3mrec("llama", "mf")
-    tokenized = tokenize_dataset(tiny_rows.select(range(4)), tokenizer, model.config, with_ids=True)
-    batch = CL3MRecCollator(tokenizer, max_history=2)(list(tokenized))
+    processor = CL3MRecProcessor(tokenizer, template=model.config.prompt_template, max_history=2)
+    tokenized = tokenize_dataset(tiny_rows.select(range(4)), processor)
+    batch = CL3MRecCollator(processor)(list(tokenized))
     lengths = tokenized["length"]
     assert batch["input_ids"].shape == (4, max(lengths))
     assert batch["attention_mask"].sum(1).tolist() == lengths
@@ -42,7 +44,8 @@ def test_collator_left_pads(make_cl3mrec, tiny_rows):
     assert batch["history_item_ids"].shape == (4, 2)
     assert batch["history_item_ids"][0].tolist() == [0, 0]  # empty history: all padding
     assert batch["history_item_ids"][1].tolist() == tiny_rows[1]["history_item_ids"][-2:]
-    text_batch = CL3MRecCollator(tokenizer, max_history=2, with_ids=False)(list(tokenized))
+    text_processor = CL3MRecProcessor.from_model_config(tokenizer, model.config, with_ids=False)
+    text_batch = CL3MRecCollator(text_processor)(list(tokenized))
     assert set(text_batch) == {"input_ids", "attention_mask", "labels"}
 
 
@@ -56,14 +59,28 @@ def test_length_grouped_batches():
 @pytest.mark.parametrize("encoder_type", [None, "mf"])
 def test_scorer_keeps_row_order(make_cl3mrec, tiny_rows, encoder_type):
     model, tokenizer = make_cl3mrec("qwen2", encoder_type)
-    scorer = CL3MRecScorer(model, tokenizer, batch_size=5, use_bf16=False, show_progress=False)
+    processor = CL3MRecProcessor.from_model_config(tokenizer, model.config)
+    scorer = CL3MRecScorer(model, processor, batch_size=5, use_bf16=False, show_progress=False)
     scores = scorer.score(tiny_rows)
     assert scores.shape == (len(tiny_rows),) and scorer.last_rows_per_second > 0
-    with_ids = encoder_type is not None
-    tokenized = tokenize_dataset(tiny_rows, tokenizer, model.config, with_ids=with_ids)
-    collator = CL3MRecCollator(tokenizer, model.config.max_history, with_ids=with_ids)
+    tokenized = tokenize_dataset(tiny_rows, processor)
+    collator = CL3MRecCollator(processor)
     with torch.no_grad():
         one_by_one = [float(model(**collator([row])).logits) for row in tokenized]
     np.testing.assert_allclose(scores, one_by_one, atol=1e-5)
-    bf16 = CL3MRecScorer(model, tokenizer, batch_size=5, use_bf16=True, show_progress=False).score(tiny_rows)
+    bf16 = CL3MRecScorer(model, processor, batch_size=5, use_bf16=True, show_progress=False).score(tiny_rows)
     np.testing.assert_allclose(bf16, scores, atol=0.05)
+
+
+def test_scorer_loads_exports_without_a_saved_processor(make_cl3mrec, tiny_rows, tmp_path):
+    """Models exported before processors were saved (weights + tokenizer only) get one from their config."""
+    model, tokenizer = make_cl3mrec("llama", "mf")
+    model.save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    assert not (tmp_path / "processor_config.json").exists()
+    rows = tiny_rows.select(range(6))
+    expected = CL3MRecScorer(
+        model, CL3MRecProcessor.from_model_config(tokenizer, model.config), use_bf16=False, show_progress=False
+    ).score(rows)
+    loaded = CL3MRecScorer.from_pretrained(tmp_path, device="cpu", use_bf16=False, show_progress=False)
+    np.testing.assert_allclose(loaded.score(rows), expected, atol=1e-5)

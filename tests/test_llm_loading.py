@@ -8,6 +8,7 @@ import torch
 from transformers import AutoTokenizer
 
 from modeling_cl3mrec import CFRecModel
+from modeling_cl3mrec import CL3MRecProcessor
 from trainers.llm_loading import add_lora, build_cl3mrec, export_merged, lora_target_regex
 from trainers.llm_scoring import CL3MRecScorer
 
@@ -53,8 +54,9 @@ def test_lora_regex_targets_only_the_llm():
 @pytest.mark.parametrize("arch", ["llama", "qwen2"])
 def test_lora_merge_keeps_scores(make_cl3mrec, tiny_rows, tmp_path, arch):
     model, tokenizer = make_cl3mrec(arch, "mf")
+    processor = CL3MRecProcessor.from_model_config(tokenizer, model.config)
     rows = tiny_rows.select(range(8))
-    base_scores = CL3MRecScorer(model, tokenizer, use_bf16=False, show_progress=False).score(rows)
+    base_scores = CL3MRecScorer(model, processor, use_bf16=False, show_progress=False).score(rows)
     peft_model = add_lora(model, r=4, alpha=8, dropout=0.0)
     trainable = {name for name, p in peft_model.named_parameters() if p.requires_grad}
     assert any("lora_A" in name for name in trainable)
@@ -67,8 +69,8 @@ def test_lora_merge_keeps_scores(make_cl3mrec, tiny_rows, tmp_path, arch):
                 param.normal_(std=0.5)  # LoRA B starts at zero: make the adapter change the scores
             if "modules_to_save" in name and "projector" in name:
                 param.add_(0.1)
-    peft_scores = CL3MRecScorer(peft_model, tokenizer, use_bf16=False, show_progress=False).score(rows)
-    out_dir = export_merged(peft_model, tokenizer, tmp_path / "merged")
+    peft_scores = CL3MRecScorer(peft_model, processor, use_bf16=False, show_progress=False).score(rows)
+    out_dir = export_merged(peft_model, processor, tmp_path / "merged")
     assert not list(tmp_path.glob(".merged.*"))  # the temporary directory is gone
     merged_scores = CL3MRecScorer.from_pretrained(out_dir, use_bf16=False, show_progress=False).score(rows)
     np.testing.assert_allclose(merged_scores, peft_scores, atol=1e-4)

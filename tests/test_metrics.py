@@ -114,3 +114,18 @@ def test_evaluate_modules_agree(monkeypatch):
         uauc_metric.add_batch(predictions=scores[part], references=labels[part], user_ids=users[part])
     result = uauc_metric.compute()
     assert (result["uauc"], result["n_users"]) == pytest.approx(uauc(users, labels, scores))
+
+
+def test_evaluate_modules_load_without_the_package(run_without_repo):
+    """`evaluate.load(path)` in a fresh process outside the repository imports nothing from cl3mrec."""
+    script = f"""
+import evaluate
+auc = evaluate.load({str(MODULES / "auc")!r}).compute(predictions=[0.1, 0.8, 0.25, 0.3], references=[0, 1, 1, 0])
+uauc = evaluate.load({str(MODULES / "uauc")!r}).compute(
+    predictions=[0.9, 0.1, 0.2, 0.7, 0.5], references=[1, 0, 1, 0, 1], user_ids=[1, 1, 2, 2, 3])
+print(auc["auc"], uauc["uauc"], uauc["n_users"])
+"""
+    assert run_without_repo(script).split() == ["0.75", "0.5", "2"]
+    for name in ("auc", "uauc"):
+        card = (MODULES / name / "README.md").read_text()
+        assert card.startswith("---\n") and f"# Metric Card for {name.upper()}" in card

@@ -87,9 +87,9 @@ def test_card_metadata_round_trips_per_split_results(tmp_path):
     assert "| 2 | `cie` | contrastive_weight = 0.25, contrastive_temperature = 0.07 |" in text
     assert "λ = 0.25, τ = 0.07" in text
     assert '"Yes" − "No" logit' in text
-    assert 'repo = "org/rec"' in text and "AutoModel.from_pretrained(repo, trust_remote_code=True)" in text
-    assert "AutoTokenizer.from_pretrained(repo" in text
-    assert '"<|user_emb|>" * n' in text and "<|hist_emb|>" in text
+    assert 'pipeline("cl3mrec-scoring", model="org/rec", trust_remote_code=True)' in text
+    assert 'AutoProcessor.from_pretrained("org/rec", trust_remote_code=True)' in text
+    assert '"user_id": 12,' in text and '"item_id": 733' in text and "<|hist_emb|>" in text
     assert "| train_runtime_s | 42 |" in text
     assert "## Limitations" in text
     assert "arXiv:2310.19488" in text and "ICDM" in text and "2025" in text
@@ -153,7 +153,7 @@ def test_text_only_llm_card_has_no_cf_parts(tmp_path):
     config = {**LLM_CONFIG, "cf_config": None, "use_history_embeddings": False, "answer_score": "yes"}
     card = render_model_card(make_dir(tmp_path / "text", config, {"valid_small": report(0.6, 0.55)}))
     assert "text-only LLM recommender" in card.text
-    assert "model.config.text_prompt_template.format(" in card.text and "out = model(**batch)" in card.text
+    assert 'pipeline("cl3mrec-scoring"' in card.text and "model(**batch)" in card.text
     assert "<|user_emb|>" not in card.text and "Users / items" not in card.text
     assert card.data.tags == ["recommendation", "cl3mrec", "collm", "collaborative-filtering", "llm-rec"]
 

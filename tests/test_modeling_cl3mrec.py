@@ -4,13 +4,13 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from modeling_cl3mrec import CL3MRecConfig, CL3MRecModel
+from modeling_cl3mrec import CL3MRecConfig, CL3MRecModel, CL3MRecProcessor
 from trainers.prompt_dataset import CL3MRecCollator, tokenize_dataset
 
 
 def _batch(model, tokenizer, rows, with_ids=True, size=4):
-    tokenized = tokenize_dataset(rows.select(range(size)), tokenizer, model.config, with_ids=with_ids)
-    return CL3MRecCollator(tokenizer, model.config.max_history, with_ids=with_ids)(list(tokenized))
+    processor = CL3MRecProcessor.from_model_config(tokenizer, model.config, with_ids=with_ids)
+    return CL3MRecCollator(processor)(list(tokenize_dataset(rows.select(range(size)), processor)))
 
 
 def test_config_round_trip(make_tiny_cf_config, tmp_path, tiny_llama_dir):
@@ -44,6 +44,10 @@ def test_config_round_trip(make_tiny_cf_config, tmp_path, tiny_llama_dir):
         ({"no_token_id": 5}, "yes_token_id and no_token_id"),
         ({"item_token_id": None}, "item_token_id"),
         ({"use_history_embeddings": True}, "history_token_id"),
+        ({"cf_features": "bias"}, "cf_features"),
+        ({"score_fusion": "gated"}, "score_fusion"),
+        ({"alignment_dim": -1}, "alignment_dim"),
+        ({"cf_config": None, "score_fusion": "residual"}, "need a cf_config"),
     ],
 )
 def test_config_rejects_bad_glue(make_tiny_cf_config, overrides, field):
@@ -131,3 +135,75 @@ def test_projector_and_cf_survive_save_load(make_cl3mrec, tiny_rows, tmp_path):
         torch.testing.assert_close(loaded.state_dict()[name], tensor, msg=name)
     batch = _batch(model, tokenizer, tiny_rows)
     torch.testing.assert_close(loaded(**batch).logits, model(**batch).logits)
+
+
+def test_bias_features_need_a_biased_encoder(make_tiny_cf_config):
+    with pytest.raises(ValueError, match="cf_features='embedding_bias' needs a CF encoder with biases"):
+        CL3MRecConfig(
+            cf_config=make_tiny_cf_config(use_bias=False), user_token_id=100, item_token_id=101, yes_token_id=5,
+            no_token_id=6, cf_features="embedding_bias",
+        )
+
+
+@pytest.mark.parametrize("encoder_type", ["mf", "lightgcn", "sasrec", "din"])
+def test_bias_features_carry_the_score_bias_terms(make_cl3mrec, tiny_rows, encoder_type):
+    """`embedding_bias`: the projector reads [embedding, bias term]; the bias terms and the interaction add up to
+    the CF model's own score."""
+    model, tokenizer = make_cl3mrec("llama", encoder_type, cf_features="embedding_bias")
+    with torch.no_grad():
+        model.cf_encoder.global_bias.fill_(0.3)
+        model.cf_encoder.user_bias.weight.normal_()
+        model.cf_encoder.item_bias.weight.normal_()
+    batch = _batch(model, tokenizer, tiny_rows)
+    ids = (batch["user_ids"], batch["item_ids"], batch["history_item_ids"])
+    users, items = model.cf_features(*ids)
+    assert model.projector.linear_1.in_features == model.config.cf_config.hidden_size + 1
+    torch.testing.assert_close(users[:, -1], model.cf_encoder.user_bias_term(batch["user_ids"]))
+    torch.testing.assert_close(items[:, -1], model.cf_encoder.item_bias_term(batch["item_ids"]))
+    interaction = model.cf_encoder._interaction(*ids)
+    torch.testing.assert_close(interaction + users[:, -1] + items[:, -1], model.cf_encoder.score(*ids))
+    base = model(**batch).logits
+    with torch.no_grad():
+        model.cf_encoder.item_bias.weight.mul_(-5.0)
+    assert not torch.allclose(model(**batch).logits, base)  # the bias now reaches the LLM
+
+
+def test_residual_fusion_adds_the_weighted_cf_logit(make_cl3mrec, tiny_rows):
+    plain, tokenizer = make_cl3mrec("llama", "mf", seed=3)
+    fused, _ = make_cl3mrec("llama", "mf", seed=3, score_fusion="residual")
+    assert fused.score_fusion.weight.item() == 1.0  # starts as "LLM + CF"
+    with torch.no_grad():
+        fused.score_fusion.weight.fill_(0.5)
+    batch = _batch(plain, tokenizer, tiny_rows)
+    out = fused(**batch)
+    cf_logits = fused.cf_encoder.score(batch["user_ids"], batch["item_ids"], batch["history_item_ids"])
+    torch.testing.assert_close(out.cf_logits, cf_logits)
+    torch.testing.assert_close(out.logits, plain(**batch).logits + 0.5 * cf_logits)
+    torch.testing.assert_close(out.yes_logits, plain(**batch).yes_logits)  # the LLM's own answer is unchanged
+    hidden = out.answer_hidden_states
+    with pytest.raises(ValueError, match="needs the CF logits"):
+        fused.answer_logits(hidden)
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2"])
+def test_frozen_prefix_is_the_same_function(make_cl3mrec, tiny_rows, arch):
+    """Stage cie's shortcut (prompt columns before the first placeholder run without a graph into a KV cache): same
+    scores and the same projector gradients as the full pass, on left-padded prompts of different lengths."""
+    model, tokenizer = make_cl3mrec(arch, "mf", cf_features="embedding_bias", score_fusion="residual")
+    model.train()
+    for param in model.language_model.parameters():
+        param.requires_grad_(False)
+    batch = _batch(model, tokenizer, tiny_rows)
+    assert len(set(batch["attention_mask"].sum(dim=1).tolist())) > 1  # rows of different lengths
+    assert model._gradient_free_columns(batch["input_ids"]) > 0
+    results = []
+    for frozen_prefix in (False, True):
+        model.zero_grad()
+        out = model(**batch, frozen_prefix=frozen_prefix)
+        out.loss.backward()
+        results.append((out.logits.detach(), [param.grad.clone() for param in model.projector.parameters()]))
+    torch.testing.assert_close(results[1][0], results[0][0], atol=1e-5, rtol=1e-5)
+    for full, shortcut in zip(results[0][1], results[1][1]):
+        torch.testing.assert_close(shortcut, full, atol=1e-5, rtol=1e-4)
+    with torch.no_grad():
+        assert model._gradient_free_columns(batch["input_ids"]) == 0  # nothing to save without gradients

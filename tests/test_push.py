@@ -27,11 +27,19 @@ EVAL = {
     "warm": {"auc": 0.73, "uauc": 0.66, "n_rows": 150, "n_users_uauc": 15},
     "cold": {"auc": 0.58, "uauc": None, "n_rows": 50, "n_users_uauc": 0, "reason": "no user with both labels"},
 }
-CODE_FILES = ("configuration_cl3mrec.py", "modeling_cl3mrec.py", "configuration_cf.py", "collaborative_encoders.py")
+CODE_FILES = (
+    "configuration_cl3mrec.py",
+    "modeling_cl3mrec.py",
+    "configuration_cf.py",
+    "collaborative_encoders.py",
+    "processing_cl3mrec.py",
+    "pipeline_cl3mrec.py",
+)
 
 
 def make_model_dir(path: Path) -> Path:
-    """A fake saved CL3MRecModel: config with auto_map, tiny safetensors, local tokenizer, code, eval results."""
+    """A fake saved CL3MRecModel: config with auto_map and custom_pipelines, tiny safetensors, local tokenizer,
+    processor config, code, eval results."""
     path.mkdir(parents=True)
     config = {
         "model_type": "cl3mrec",
@@ -39,6 +47,9 @@ def make_model_dir(path: Path) -> Path:
         "auto_map": {
             "AutoConfig": "configuration_cl3mrec.CL3MRecConfig",
             "AutoModel": "modeling_cl3mrec.CL3MRecModel",
+        },
+        "custom_pipelines": {
+            "cl3mrec-scoring": {"impl": "pipeline_cl3mrec.CL3MRecScoringPipeline", "pt": ["AutoModel"]}
         },
         "tokens_per_entity": 1,
         "contrastive_weight": 0.2,
@@ -52,6 +63,7 @@ def make_model_dir(path: Path) -> Path:
     backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     backend.pre_tokenizer = pre_tokenizers.Whitespace()
     PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="<unk>", pad_token="<pad>").save_pretrained(path)
+    (path / "processor_config.json").write_text(json.dumps({"processor_class": "CL3MRecProcessor", "max_history": 10}))
     for name in CODE_FILES:
         (path / name).write_text(f'"""{name} (placeholder for the test)."""\n')
     (path / "eval_results.json").write_text(json.dumps(EVAL))
@@ -117,7 +129,7 @@ def test_push_commits_complete_model_with_card(model_dir, tmp_path):
     assert metrics[("uauc", "all")] == pytest.approx(EVAL["uauc"])
     assert metrics[("roc_auc", "cold")] == pytest.approx(0.58)
     assert ("uauc", "cold") not in metrics  # undefined metric: left out, not written as null
-    assert f'repo = "{REPO_ID}"' in readme and "AutoModel.from_pretrained(repo, trust_remote_code=True)" in readme
+    assert f'pipeline("cl3mrec-scoring", model="{REPO_ID}", trust_remote_code=True)' in readme
 
     # Every request was authenticated with the token from the environment and went to known endpoints.
     paths = [request["path"] for request in hub.requests]
@@ -155,6 +167,8 @@ def test_push_refuses_incomplete_dir_before_any_request(model_dir, tmp_path):
         (lambda path: (path / "model.safetensors").unlink(), "no weights"),
         (lambda path: (path / "tokenizer_config.json").unlink(), "no tokenizer"),
         (lambda path: (path / "modeling_cl3mrec.py").unlink(), "modeling_cl3mrec.py is missing"),
+        (lambda path: (path / "processor_config.json").unlink(), "no processor_config.json"),
+        (lambda path: (path / "pipeline_cl3mrec.py").unlink(), r"custom_pipelines\['cl3mrec-scoring'\].*pipeline_cl3"),
     ],
 )
 def test_validate_model_dir_names_what_is_missing(model_dir, damage, message):

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from data_scripts.prompts import HISTORY_TOKEN, ITEM_TOKEN, USER_TOKEN
-from modeling_cl3mrec import CFRecConfig, CL3MRecConfig, CL3MRecModel
+from modeling_cl3mrec import CFRecConfig, CL3MRecConfig, CL3MRecModel, CL3MRecProcessor
+from modeling_cl3mrec.processing_cl3mrec import HISTORY_TOKEN, ITEM_TOKEN, USER_TOKEN
 from trainers.ranking import CandidateRanker, common_prefix_length, rank
 from trainers.tiny_llm import build_tiny_tokenizer, tiny_llm_config
 
@@ -38,8 +38,11 @@ CANDIDATE_TITLES = [
 ]
 
 
-def build_model(arch, with_cf=True, tokens_per_entity=1, use_history_embeddings=False, answer_score="yes"):
-    """A tiny `CL3MRecModel` + tokenizer whose placeholder ids lie beyond the LLM vocabulary."""
+def build_model(
+    arch, with_cf=True, tokens_per_entity=1, use_history_embeddings=False, answer_score="yes", **cf_knowledge
+):
+    """A tiny `CL3MRecModel` + its processor; the placeholder ids lie beyond the LLM vocabulary. `cf_knowledge`:
+    `cf_features` / `score_fusion` config fields."""
     tokenizer = build_tiny_tokenizer([CF_TEMPLATE, TEXT_TEMPLATE] + USER_ROW["history_titles"] + CANDIDATE_TITLES)
     text_config = tiny_llm_config(arch, tokenizer)
     glue = {}
@@ -50,6 +53,7 @@ def build_model(arch, with_cf=True, tokens_per_entity=1, use_history_embeddings=
             "user_token_id": tokenizer.convert_tokens_to_ids(USER_TOKEN),
             "item_token_id": tokenizer.convert_tokens_to_ids(ITEM_TOKEN),
             "history_token_id": tokenizer.convert_tokens_to_ids(HISTORY_TOKEN),
+            **cf_knowledge,
         }
     config = CL3MRecConfig(
         text_config=text_config,
@@ -69,12 +73,17 @@ def build_model(arch, with_cf=True, tokens_per_entity=1, use_history_embeddings=
         with torch.no_grad():
             for parameter in list(model.projector.parameters()) + list(model.cf_encoder.parameters()):
                 parameter.normal_(0.0, 0.5)
-    return model, tokenizer
+    return model, CL3MRecProcessor.from_model_config(tokenizer, config)
 
 
-def pair_by_pair(model, ranker):
+def prompt_ids(processor):
+    """Token ids of every candidate's full prompt for `USER_ROW`."""
+    return processor.encode(processor.candidate_records(USER_ROW, CANDIDATE_IDS, CANDIDATE_TITLES))["input_ids"]
+
+
+def pair_by_pair(model, processor):
     """Reference: each candidate prompt alone through `model.forward` (batch 1, no padding)."""
-    ids = ranker._prompt_ids(USER_ROW, CANDIDATE_IDS, CANDIDATE_TITLES)
+    ids = prompt_ids(processor)
     scores = []
     with torch.no_grad():
         for item_id, seq in zip(CANDIDATE_IDS, ids):
@@ -95,14 +104,15 @@ def pair_by_pair(model, ranker):
     [
         ("llama", {"tokens_per_entity": 2, "use_history_embeddings": True, "answer_score": "yes_minus_no"}),
         ("qwen2", {"tokens_per_entity": 1}),
+        ("llama", {"cf_features": "embedding_bias", "score_fusion": "residual"}),
         ("llama", {"with_cf": False}),
         ("qwen2", {"with_cf": False, "answer_score": "yes_minus_no"}),
     ],
 )
 def test_prefix_cached_scores_match_forward(arch, options):
-    model, tokenizer = build_model(arch, **options)
-    ranker = CandidateRanker(model, tokenizer, batch_size=3)
-    expected, ids = pair_by_pair(model, ranker)
+    model, processor = build_model(arch, **options)
+    ranker = CandidateRanker(model, processor, batch_size=3)
+    expected, ids = pair_by_pair(model, processor)
     prefix = common_prefix_length(ids, model.config.item_token_id)
     assert prefix > 20, "the shared prefix should be cached, not recomputed"
     assert len({len(seq) for seq in ids}) > 2, "candidates must differ in suffix length (padding path)"
@@ -114,26 +124,25 @@ def test_prefix_cached_scores_match_forward(arch, options):
 
 def test_text_prefix_boundary_keeps_tokens():
     """The cached prefix is a token prefix of every full prompt even where text tokens merge at the boundary."""
-    model, tokenizer = build_model("llama", with_cf=False)
-    ranker = CandidateRanker(model, tokenizer)
-    ids = ranker._prompt_ids(USER_ROW, CANDIDATE_IDS, CANDIDATE_TITLES)
+    _, processor = build_model("llama", with_cf=False)
+    ids = prompt_ids(processor)
     prefix = common_prefix_length(ids)
     assert all(seq[:prefix] == ids[0][:prefix] for seq in ids)
-    assert tokenizer.decode(ids[0][:prefix]).startswith("#Question: The user watched")
+    assert processor.tokenizer.decode(ids[0][:prefix]).startswith("#Question: The user watched")
 
 
 def test_rank_with_lora_matches_forward():
     from trainers.llm_loading import add_lora
 
-    model, tokenizer = build_model("llama", tokens_per_entity=1)
+    model, processor = build_model("llama", tokens_per_entity=1)
     peft_model = add_lora(model, r=4, dropout=0.0)
     with torch.no_grad():
         for name, parameter in peft_model.named_parameters():
             if "lora_B" in name:
                 parameter.normal_(0.0, 0.5)
     peft_model.eval()
-    top_ids, top_scores, all_scores = rank(peft_model, tokenizer, USER_ROW, CANDIDATE_IDS, CANDIDATE_TITLES, k=3)
-    expected, _ = pair_by_pair(peft_model, CandidateRanker(peft_model, tokenizer))
+    top_ids, top_scores, all_scores = rank(peft_model, processor, USER_ROW, CANDIDATE_IDS, CANDIDATE_TITLES, k=3)
+    expected, _ = pair_by_pair(peft_model, processor)
     np.testing.assert_allclose(all_scores, expected, rtol=1e-4, atol=1e-4)
     order = np.argsort(-expected, kind="stable")[:3]
     assert top_ids.tolist() == [CANDIDATE_IDS[i] for i in order]
@@ -141,18 +150,18 @@ def test_rank_with_lora_matches_forward():
 
 
 def test_rank_k_and_bfloat16_autocast():
-    model, tokenizer = build_model("qwen2")
-    ranker = CandidateRanker(model, tokenizer, batch_size=4, autocast_dtype=torch.bfloat16)
+    model, processor = build_model("qwen2")
+    ranker = CandidateRanker(model, processor, batch_size=4, autocast_dtype=torch.bfloat16)
     top_ids, top_scores, all_scores = ranker.rank(USER_ROW, CANDIDATE_IDS, CANDIDATE_TITLES, k=100)
     assert len(top_ids) == len(CANDIDATE_IDS) and set(top_ids.tolist()) == set(CANDIDATE_IDS)
     assert np.all(np.diff(top_scores) <= 0)
-    expected, _ = pair_by_pair(model, ranker)
+    expected, _ = pair_by_pair(model, processor)
     assert np.corrcoef(all_scores, expected)[0, 1] > 0.99
 
 
 def test_rank_rejects_bad_inputs():
-    model, tokenizer = build_model("llama")
-    ranker = CandidateRanker(model, tokenizer)
+    model, processor = build_model("llama")
+    ranker = CandidateRanker(model, processor)
     with pytest.raises(ValueError, match="candidate_titles"):
         ranker.score(USER_ROW, CANDIDATE_IDS, CANDIDATE_TITLES[:-1])
     with pytest.raises(ValueError, match="no candidates"):
@@ -178,10 +187,11 @@ def test_ranker_matches_scorer_on_bundled_templates(make_cl3mrec, tiny_rows, arc
     from trainers.llm_scoring import CL3MRecScorer
 
     model, tokenizer = make_cl3mrec(arch, encoder_type=encoder_type)
+    processor = CL3MRecProcessor.from_model_config(tokenizer, model.config)
     user_row = tiny_rows[7]
     items = list(range(1, 13))
     titles = [f"Movie {i} ({1980 + i})" + " sequel" * (i % 3) for i in items]
     rows = Dataset.from_list([{**user_row, "item_id": i, "title": t} for i, t in zip(items, titles)])
-    expected = CL3MRecScorer(model, tokenizer, batch_size=5, use_bf16=False, show_progress=False).score(rows)
-    _, _, scores = CandidateRanker(model, tokenizer, batch_size=5).rank(user_row, items, titles)
+    expected = CL3MRecScorer(model, processor, batch_size=5, use_bf16=False, show_progress=False).score(rows)
+    _, _, scores = CandidateRanker(model, processor, batch_size=5).rank(user_row, items, titles)
     np.testing.assert_allclose(scores, expected, rtol=1e-4, atol=1e-4)

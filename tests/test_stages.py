@@ -84,6 +84,7 @@ def test_apply_stage_refuses_missing_group():
 
 def _tiny_peft_batch(make_cl3mrec, tiny_rows, stage):
     """A tiny Llama CL3M-Rec with LoRA (dropout 0.5, B non-zero), ``apply_stage(stage)``, and one collated batch."""
+    from modeling_cl3mrec import CL3MRecProcessor
     from trainers.llm_loading import add_lora
     from trainers.prompt_dataset import CL3MRecCollator, tokenize_dataset
 
@@ -94,8 +95,9 @@ def _tiny_peft_batch(make_cl3mrec, tiny_rows, stage):
             if "lora_B" in name:
                 param.normal_(std=0.5)  # B starts at zero: make the adapter matter
     apply_stage(peft_model, stage)
-    features = tokenize_dataset(tiny_rows.select(range(4)), tokenizer, model.config, with_ids=True).to_list()
-    return peft_model, CL3MRecCollator(tokenizer, model.config.max_history, with_ids=True)(features)
+    processor = CL3MRecProcessor.from_model_config(tokenizer, model.config)
+    features = tokenize_dataset(tiny_rows.select(range(4)), processor).to_list()
+    return peft_model, CL3MRecCollator(processor)(features)
 
 
 def test_merged_frozen_lora_is_inference_lora_and_restores_weights(make_cl3mrec, tiny_rows):
@@ -175,3 +177,17 @@ def test_parse_config_gives_yaml_no_back_to_string_fields():
     values = {"llm_path": "l", "data_dir": "d", "output_dir": "o", "use_cpu": True}
     _, _, args = parse_config({**values, "save_strategy": False}, ["eval_strategy=no", "resume_from_checkpoint=true"])
     assert args.save_strategy == "no" and args.eval_strategy == "no" and args.resume_from_checkpoint == "true"
+
+
+def test_fusion_weight_and_alignment_heads_train_with_the_projector(make_cl3mrec):
+    """On a real PEFT-wrapped model: stage cie trains projector + fusion weight + heads, stage lora none of them."""
+    from trainers.llm_loading import add_lora
+
+    model, _ = make_cl3mrec("llama", "mf", cf_features="embedding_bias", score_fusion="residual", alignment_dim=4)
+    peft_model = add_lora(model, r=2, alpha=4, dropout=0.0, target_modules=["q_proj"])
+    counts = apply_stage(peft_model, "cie")
+    assert counts["score_fusion"]["trainable"] == 1
+    assert counts["alignment_heads"]["trainable"] == 2 * 4 * model.config.text_config.hidden_size
+    assert counts["lora"]["trainable"] == 0
+    apply_stage(peft_model, "lora")
+    assert {parameter_group(name) for name in trainable_parameter_names(peft_model)} == {"lora"}

@@ -4,7 +4,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from data_scripts.prompts import HISTORY_TOKEN, load_template
+from modeling_cl3mrec.processing_cl3mrec import HISTORY_TOKEN
+from trainers.prompt_templates import load_template
 from trainers.train_cli import build_stage_model, training_attention
 
 

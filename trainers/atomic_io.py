@@ -1,9 +1,12 @@
 """Atomic writes: a file or a whole directory appears complete or not at all (never half-written).
 
 Everything is written beside its target (same file system) and moved into place with ``os.replace``;
-a failure removes the temporary copy and leaves any previous target untouched.
+a failure removes the temporary copy and leaves any previous target untouched. A temporary copy left behind by a
+killed process (``kill -9``: no cleanup runs) is named with that process's id and removed by the next write of
+the same target once that process is gone.
 """
 
+import fnmatch
 import json
 import os
 import shutil
@@ -19,7 +22,8 @@ def staging_file(path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it replaces ``path`` (mode 0644)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    remove_stale_staging(path)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=_staging_prefix(path), suffix=".tmp")
     os.close(handle)
     try:
         yield Path(temporary)
@@ -36,6 +40,15 @@ def write_text_atomic(path, text: str) -> Path:
     return Path(path)
 
 
+def write_npy_atomic(path, array) -> Path:
+    """Write ``array`` in NumPy's ``.npy`` format to ``path`` atomically; return ``path``."""
+    import numpy as np
+
+    with staging_file(path) as temporary, open(temporary, "wb") as handle:
+        np.save(handle, np.asarray(array))
+    return Path(path)
+
+
 def write_json_atomic(path, payload: Any) -> Path:
     """Write ``payload`` as indented JSON (+ newline) to ``path`` atomically; return ``path``."""
     return write_text_atomic(path, json.dumps(payload, indent=2) + "\n")
@@ -49,7 +62,8 @@ def staging_dir(out_dir) -> Iterator[Path]:
     """
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}."))
+    remove_stale_staging(out_dir)
+    staging = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=_staging_prefix(out_dir)))
     try:
         yield staging
         os.chmod(staging, 0o755)  # mkdtemp creates 0700
@@ -62,3 +76,71 @@ def staging_dir(out_dir) -> Iterator[Path]:
             os.replace(staging, out_dir)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _staging_prefix(target: Path) -> str:
+    """``.<name>.<pid>.``: hidden, and naming the process that writes it."""
+    return f".{target.name}.{os.getpid()}."
+
+
+def _process_is_alive(pid: int) -> bool:
+    """True while process ``pid`` exists (signal 0 checks without sending anything)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by someone else
+        return True
+    return True
+
+
+def remove_stale_staging(target) -> None:
+    """Delete temporary copies of ``target`` whose writing process no longer runs (killed mid-write)."""
+    target = Path(target)
+    if not target.parent.is_dir():
+        return
+    prefix = f".{target.name}."
+    for sibling in target.parent.iterdir():
+        pid_text = sibling.name[len(prefix) :].split(".", 1)[0]
+        if sibling.name.startswith(prefix) and pid_text.isdigit() and not _process_is_alive(int(pid_text)):
+            if sibling.is_dir() and not sibling.is_symlink():
+                shutil.rmtree(sibling, ignore_errors=True)
+            else:
+                sibling.unlink(missing_ok=True)
+
+
+def require_empty_or_own(out_dir, own_patterns, field: str = "--out") -> None:
+    """Refuse to write into an existing, non-empty folder that holds nothing cl3mrec writes there.
+
+    ``own_patterns`` are ``fnmatch`` patterns of the names a cl3mrec output holds (``stats.json``,
+    ``checkpoint-*``, ...). A file in place of the folder is refused too.
+
+    Raises:
+        ValueError: naming the folder, a few of its entries and the fix.
+    """
+    out_dir = Path(out_dir)
+    if not out_dir.exists():
+        return
+    if not out_dir.is_dir():
+        raise ValueError(f"{field}={out_dir}: is a file, not a folder; choose a folder path")
+    names = sorted(entry.name for entry in out_dir.iterdir())
+    if names and not any(fnmatch.fnmatch(name, pattern) for name in names for pattern in own_patterns):
+        raise ValueError(
+            f"{field}={out_dir}: folder holds {len(names)} unrelated entries (e.g. {names[:3]}) and no cl3mrec "
+            "output; choose a new or empty folder so outputs do not mix"
+        )
+
+
+def require_writable_file(path, field: str) -> None:
+    """Check, before any long work, that ``path`` can be written atomically (its folder exists or can be made,
+    and accepts a new file); raise naming ``field`` otherwise."""
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{field}={path}: is a folder; name a file")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, probe = tempfile.mkstemp(dir=path.parent, prefix=_staging_prefix(path), suffix=".probe")
+        os.close(handle)
+        os.unlink(probe)
+    except OSError as error:
+        raise ValueError(f"{field}={path}: cannot be written ({error.strerror}); choose a writable path") from None

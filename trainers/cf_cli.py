@@ -43,7 +43,9 @@ def _resolve(args: argparse.Namespace) -> tuple[dict, str, Path, int]:
 def train_command(args: argparse.Namespace) -> int:
     spec, data, out, seed = _resolve(args)
     model_fields, train_args = apply_overrides(spec, {})
-    splits, num_users, num_items = load_cf_data(data, model_fields.get("max_history", DEFAULT_MAX_HISTORY))
+    splits, num_users, num_items = load_cf_data(
+        data, model_fields.get("max_history", DEFAULT_MAX_HISTORY), allow_pickle=args.allow_pickle
+    )
     model, summary = train_cf_model(model_fields, train_args, splits, num_users, num_items, seed)
     summary.update(config_file=str(args.config), data=str(data), train_args=train_args)
     save_run(model, summary, out)
@@ -57,7 +59,7 @@ def tune_command(args: argparse.Namespace) -> int:
     spec, data, out, seed = _resolve(args)
     combos = grid(spec.get("search"))
     max_history = max(apply_overrides(spec, combo)[0].get("max_history", DEFAULT_MAX_HISTORY) for combo in combos)
-    splits, num_users, num_items = load_cf_data(data, max_history)
+    splits, num_users, num_items = load_cf_data(data, max_history, allow_pickle=args.allow_pickle)
     results = []
     for number, combo in enumerate(combos, 1):
         model_fields, train_args = apply_overrides(spec, combo)
@@ -87,4 +89,7 @@ def register(subparsers) -> None:
         sub.add_argument("--data", help="dataset dir (stats.json) or CoLLM pickle dir; overrides the YAML")
         sub.add_argument("--out", help="output directory; overrides the YAML")
         sub.add_argument("--seed", type=int, help="random seed; overrides the YAML")
+        sub.add_argument(
+            "--allow-pickle", action="store_true", help="allow unpickling a CoLLM pickle --data dir (trusted files only)"
+        )
         sub.set_defaults(func=handler)

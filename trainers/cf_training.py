@@ -18,14 +18,14 @@ from typing import Optional
 import numpy as np
 import pyarrow as pa
 import torch
-import yaml
 from datasets import Dataset
 from tqdm.auto import tqdm
 from transformers import set_seed
 
 from modeling_cl3mrec.configuration_cf import CFRecConfig
 from modeling_cl3mrec.modeling_cf import CFRecModel
-from trainers.atomic_io import staging_dir, write_json_atomic
+from trainers.atomic_io import require_empty_or_own, staging_dir, write_json_atomic
+from trainers.config_values import load_yaml_file
 from trainers.metrics import auc, ranking_report
 
 logger = logging.getLogger(__name__)
@@ -42,6 +42,7 @@ TRAIN_DEFAULTS = {
 REPORT_SPLITS = ("valid", "valid_small")
 # History length the CF data is padded to when the model fields leave it out: CFRecConfig's own default.
 DEFAULT_MAX_HISTORY = inspect.signature(CFRecConfig.__init__).parameters["max_history"].default
+CF_MODEL_FILES = ("config.json", "model.safetensors", "metrics.json", "search.json")  # a saved CF run
 BIAS_PARAMETERS = ("encoder.global_bias", "encoder.user_bias.weight", "encoder.item_bias.weight")
 
 
@@ -105,11 +106,12 @@ def dataset_to_tensors(dataset: Dataset, max_history: int) -> CFTensors:
     )
 
 
-def load_cf_data(data_path: str, max_history: int) -> tuple[dict, int, int]:
+def load_cf_data(data_path: str, max_history: int, allow_pickle: bool = False) -> tuple[dict, int, int]:
     """Load ``train``/``valid``/``valid_small`` as :class:`CFTensors`; return ``(splits, num_users, num_items)``.
 
     ``data_path`` is a saved ``DatasetDict`` (with ``stats.json``) or a CoLLM pickle directory
-    (``{train,valid,valid_small}_ood2.pkl``, imported on the fly with ``data_scripts.collm_import``).
+    (``{train,valid,valid_small}_ood2.pkl``, imported on the fly with ``data_scripts.collm_import``; unpickling
+    runs code from the files, so it needs ``allow_pickle``).
     """
     from data_scripts.collm_import import import_collm
     from data_scripts.io import load_dataset_dict, read_stats
@@ -123,7 +125,7 @@ def load_cf_data(data_path: str, max_history: int) -> tuple[dict, int, int]:
         raise FileNotFoundError(f"{path}: neither a saved dataset (stats.json) nor a CoLLM pickle directory (train_ood2.pkl)")
     with tempfile.TemporaryDirectory() as tmp:
         pickles = {name: path / f"{name}_ood2.pkl" for name in ("train", *REPORT_SPLITS)}
-        stats = import_collm(tmp, **pickles, allow_pickle=True)  # our own shared data: trusted pickles
+        stats = import_collm(tmp, **pickles, allow_pickle=allow_pickle)
         dataset_dict = load_dataset_dict(tmp)
         splits = {name: dataset_to_tensors(dataset_dict[name], max_history) for name in pickles}
     return splits, stats["num_users"], stats["num_items"]
@@ -134,8 +136,9 @@ def load_cf_yaml(path: str) -> dict:
     ``train`` (``lr, weight_decay, bias_weight_decay, batch_size, epochs, patience, selection_split``;
     defaults in ``TRAIN_DEFAULTS``), optional ``search``
     (``{"model.hidden_size": [32, 64], "train.lr": [...]}``)."""
-    with open(path) as handle:
-        spec = yaml.safe_load(handle) or {}
+    spec = load_yaml_file(path) or {}
+    if not isinstance(spec, dict):
+        raise ValueError(f"{path}: expected a mapping with the fields data, out, seed, model, train, search")
     unknown = set(spec) - {"data", "out", "seed", "model", "train", "search"}
     if unknown:
         raise ValueError(f"{path}: unknown top-level field(s) {sorted(unknown)}")
@@ -255,8 +258,10 @@ def apply_overrides(spec: dict, overrides: dict) -> tuple[dict, dict]:
 def save_run(model: CFRecModel, summary: dict, out_dir) -> None:
     """Save the model (``save_pretrained``) and ``metrics.json`` into ``out_dir`` atomically.
 
-    Everything is written to a sibling temporary directory that replaces ``out_dir`` only once complete.
+    Everything is written to a sibling temporary directory that replaces ``out_dir`` only once complete; an
+    existing ``out_dir`` of unrelated files is refused (it would be replaced).
     """
+    require_empty_or_own(out_dir, CF_MODEL_FILES)
     with staging_dir(out_dir) as staging:
         model.save_pretrained(staging)
         write_json_atomic(staging / "metrics.json", summary)

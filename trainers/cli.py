@@ -5,6 +5,8 @@ import importlib
 import logging
 import sys
 
+from trainers.error_report import INTERRUPTED_STATUS, describe, exit_status
+
 # Each module exposes ``register(subparsers)``; it adds its parsers and sets ``func``.
 SUBCOMMAND_MODULES = (
     "data_scripts.cli",
@@ -22,6 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="CL3M-Rec: contrastive learning enhanced LLMs for recommendation.",
     )
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error (default: one line)")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module_name in SUBCOMMAND_MODULES:
         importlib.import_module(module_name).register(subparsers)
@@ -34,10 +37,17 @@ def main(argv=None) -> int:
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         code = int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError, KeyError) as error:
-        # Input problems are reported as one clear line, not a traceback.
-        logging.getLogger("cl3mrec").error("%s", error)
-        return 2
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        logging.getLogger("cl3mrec").error("interrupted; rerun the same command: finished steps are kept, the rest reruns")
+        return INTERRUPTED_STATUS
+    except Exception as error:
+        if args.debug:
+            raise
+        # One line naming the file / field and the fix, not a traceback (status 2: bad input, 1: a bug).
+        logging.getLogger("cl3mrec").error("%s", describe(error))
+        return exit_status(error)
     end_distributed()  # only after success: a failing rank must not wait at a barrier for the others
     return code
 

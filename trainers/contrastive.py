@@ -1,26 +1,40 @@
-"""Symmetric in-batch InfoNCE between projected CF embeddings and LLM text representations.
+"""Contrastive alignment of the collaborative and the language view of users and items, over whole tables.
 
-CL3M-Rec aligns the collaborative view of an entity (its CF embedding after the projector, in the
-LLM token space) with the language view of the same entity (the frozen LLM's mean-pooled hidden
-states of its text). This is our reconstruction of the loss (the paper text is not public); it is the
-CLIP loss (Radford et al., 2021) with duplicate ids masked out of the negatives.
+CL3M-Rec aligns the collaborative view of an entity (its CF features after the projector, in the LLM's
+input-embedding space) with the language view of the same entity (the frozen LLM's mean-pooled hidden states
+of its text). This is our reconstruction of the loss (the paper text is not public): the CLIP loss (Radford et
+al., 2021), with two changes that make it learn on a recommendation batch:
+
+* **Negatives are the whole table**, not the batch: the CF view of every item is one projector pass over the
+  item table (no LLM pass) and the text view is cached, so each anchor competes against all ~3k items (users:
+  all users) instead of 7 in-batch rows, and duplicate ids in a batch are no false negatives. For items the
+  anchors are the whole table too (CLIP over all items every step: a ~3k x 3k similarity matrix, milliseconds),
+  so the alignment sees every item each step instead of the ~8 a batch holds.
+* **Matching spaces**: with ``config.alignment_dim > 0`` both views pass CLIP-style linear heads
+  (:class:`modeling_cl3mrec.modeling_cl3mrec.CL3MRecAlignmentHeads`) into one space before the cosine; with 0 the
+  two views are compared directly.
+
+Items are aligned in both directions (CF → text and text → CF). Users are aligned CF → text only: a user's CF
+view depends on the row (its history, for sequential encoders), so there is no user CF table to rank texts
+against; the user text table is the mean text view of the items in the user's last train history.
 """
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 
 @dataclass
 class ContrastiveResult:
-    """Loss and in-batch top-1 accuracy of one InfoNCE call.
+    """Loss and top-1 accuracy of one table InfoNCE call.
 
     Attributes:
-        loss: scalar, mean of the two directions (CF → text and text → CF).
-        accuracy: scalar in [0, 1], fraction of (row, direction) pairs whose positive scores highest
-            among the unmasked candidates; no gradient.
-        num_rows: rows that took part (rows flagged invalid are dropped).
+        loss: scalar, mean over the anchors (and directions).
+        accuracy: scalar in [0, 1], fraction of anchors whose positive scores highest in the whole candidate
+            table; no gradient. ``nan`` when there were no anchors.
+        num_rows: anchors that took part.
     """
 
     loss: torch.Tensor
@@ -28,76 +42,167 @@ class ContrastiveResult:
     num_rows: int
 
 
-def info_nce(
-    cf_embeds: torch.Tensor,
-    text_embeds: torch.Tensor,
-    ids: torch.Tensor,
-    temperature: float,
-    valid: torch.Tensor | None = None,
-) -> ContrastiveResult:
-    """Symmetric InfoNCE with cosine similarity and duplicate-aware negatives.
+@dataclass
+class TextViews:
+    """The frozen LLM's text view of every entity, fixed for a run.
 
-    Row ``i`` of ``cf_embeds`` and row ``i`` of ``text_embeds`` describe the same entity ``ids[i]``.
-    Every other row is a negative, except rows with the same id: an entity that occurs twice in a
-    batch (the same item rated by two users) would otherwise be its own false negative, so such
-    off-diagonal pairs are removed from the softmax.
+    Attributes:
+        items `[num_items, H]`: mean-pooled title representations (:func:`trainers.text_representations.item_text_table`).
+        item_valid `[num_items]` bool: the item has a title and is warm (a cold item's CF row is the shared mean
+            row, so it has no collaborative identity to align).
+        users `[num_users, H]`: mean of ``items`` over the user's last train history (:func:`user_text_table`).
+        user_valid `[num_users]` bool: the user has such a history.
+    """
+
+    items: torch.Tensor
+    item_valid: torch.Tensor
+    users: torch.Tensor
+    user_valid: torch.Tensor
+
+    def to(self, device) -> "TextViews":
+        return TextViews(*(tensor.to(device) for tensor in (self.items, self.item_valid, self.users, self.user_valid)))
+
+
+def table_info_nce(
+    anchors: torch.Tensor,
+    candidates: torch.Tensor,
+    targets: torch.Tensor,
+    temperature: float,
+    candidate_valid: torch.Tensor | None = None,
+) -> ContrastiveResult:
+    """InfoNCE of each anchor against a whole candidate table, by cosine similarity.
 
     Shape:
-        cf_embeds: [B, H] (projected CF embeddings); text_embeds: [B, H]; ids: [B] (int);
-        valid: [B] bool or None (rows without a text representation are dropped).
+        anchors: [A, D]; candidates: [N, D]; targets: [A] (row of each anchor's positive in ``candidates``);
+        candidate_valid: [N] bool or None (invalid rows are no candidates; every target must be valid).
 
     Args:
-        temperature: τ > 0; logits are ``cos(cf_i, text_j) / τ``.
-
-    Returns:
-        A :class:`ContrastiveResult`. With fewer than 2 valid distinct ids there are no negatives:
-        the loss is ``0`` (kept in the graph) and the accuracy ``nan``.
+        temperature: τ > 0; logits are ``cos(anchor, candidate) / τ``.
     """
     if temperature <= 0:
         raise ValueError(f"contrastive temperature must be > 0, got {temperature}")
-    if cf_embeds.shape != text_embeds.shape or cf_embeds.dim() != 2:
+    if anchors.dim() != 2 or candidates.dim() != 2 or anchors.shape[1] != candidates.shape[1]:
         raise ValueError(
-            f"info_nce needs cf_embeds and text_embeds of equal shape [B, H], got "
-            f"{tuple(cf_embeds.shape)} and {tuple(text_embeds.shape)}"
+            f"table_info_nce needs anchors [A, D] and candidates [N, D], got {tuple(anchors.shape)} and "
+            f"{tuple(candidates.shape)}"
         )
-    if ids.shape != cf_embeds.shape[:1]:
-        raise ValueError(f"info_nce needs ids of shape [B]={cf_embeds.shape[0]}, got {tuple(ids.shape)}")
-    if valid is not None:
-        cf_embeds, text_embeds, ids = cf_embeds[valid], text_embeds[valid], ids[valid]
-    num_rows = cf_embeds.shape[0]
-    if num_rows < 2 or torch.unique(ids).numel() < 2:
-        zero = cf_embeds.sum() * 0.0 + text_embeds.sum() * 0.0
-        return ContrastiveResult(zero, torch.tensor(float("nan")), num_rows)
-
-    cf = F.normalize(cf_embeds.float(), dim=-1)  # [B, H]
-    text = F.normalize(text_embeds.float(), dim=-1)  # [B, H]
-    logits = cf @ text.T / temperature  # [B, B]; rows: CF anchors, columns: text candidates
-    same_id = ids[:, None] == ids[None, :]  # [B, B]
-    false_negative = same_id & ~torch.eye(num_rows, dtype=torch.bool, device=ids.device)
-    logits = logits.masked_fill(false_negative, float("-inf"))
-    targets = torch.arange(num_rows, device=logits.device)
-    loss = 0.5 * (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets))
+    if targets.shape != anchors.shape[:1]:
+        raise ValueError(f"table_info_nce needs targets of shape [A]={anchors.shape[0]}, got {tuple(targets.shape)}")
+    if anchors.shape[0] == 0:
+        zero = anchors.sum() * 0.0 + candidates.sum() * 0.0
+        return ContrastiveResult(zero, torch.tensor(float("nan")), 0)
+    logits = F.normalize(anchors.float(), dim=-1) @ F.normalize(candidates.float(), dim=-1).T / temperature  # [A, N]
+    if candidate_valid is not None:
+        if not bool(candidate_valid[targets].all()):
+            raise ValueError("table_info_nce: a target row is marked invalid in candidate_valid")
+        logits = logits.masked_fill(~candidate_valid[None, :], float("-inf"))
+    loss = F.cross_entropy(logits, targets)
     with torch.no_grad():
-        hits = (logits.argmax(dim=1) == targets).float().mean() + (logits.argmax(dim=0) == targets).float().mean()
-    return ContrastiveResult(loss, hits / 2, num_rows)
+        accuracy = (logits.argmax(dim=1) == targets).float().mean()
+    return ContrastiveResult(loss, accuracy, anchors.shape[0])
 
 
-def user_text_embeds(
-    item_text_table: torch.Tensor, history_item_ids: torch.Tensor, item_has_text: torch.Tensor | None = None
+def project_entities(model, cf_features: torch.Tensor) -> torch.Tensor:
+    """The CF view of entities: projector output averaged over the entity's k tokens, `[..., f]` → `[..., H]`."""
+    return model.projector(cf_features).mean(dim=-2)
+
+
+def to_alignment_space(model, cf_view: torch.Tensor | None, text_view: torch.Tensor | None):
+    """Both views through the model's alignment heads (identity when ``config.alignment_dim == 0``)."""
+    if model.alignment_heads is None:
+        return cf_view, text_view
+    return model.alignment_heads(cf_view, text_view)
+
+
+def item_alignment_tables(model, views: TextViews) -> tuple[torch.Tensor, torch.Tensor]:
+    """CF and text views of every item in the alignment space: ``(cf [num_items, D], text [num_items, D])``."""
+    all_items = torch.arange(views.items.shape[0], device=views.items.device)
+    return to_alignment_space(model, project_entities(model, model.item_features(all_items)), views.items)
+
+
+def contrastive_alignment(
+    model, views: TextViews, user_ids: torch.Tensor, user_features: torch.Tensor, temperature: float
+) -> dict[str, ContrastiveResult]:
+    """The item-level (all valid items, both directions) and user-level (the batch's users, CF → text) table
+    InfoNCE for one step.
+
+    Args:
+        model: the (unwrapped) ``CL3MRecModel`` or a PEFT model around it (attributes reach the trained copies).
+        user_ids `[B]`: the batch's users; each distinct valid user is one anchor.
+        user_features `[B, f]`: the rows' CF user features (``CL3MRecOutput.cf_user_embeds``).
+    """
+    cf_items, text_items = item_alignment_tables(model, views)  # [N, D] each
+    items = views.item_valid.nonzero().squeeze(-1)
+    item_cf_to_text = table_info_nce(cf_items[items], text_items, items, temperature, views.item_valid)
+    item_text_to_cf = table_info_nce(text_items[items], cf_items, items, temperature, views.item_valid)
+    item = ContrastiveResult(
+        0.5 * (item_cf_to_text.loss + item_text_to_cf.loss),
+        0.5 * (item_cf_to_text.accuracy + item_text_to_cf.accuracy),
+        item_cf_to_text.num_rows,
+    )
+
+    first_rows = _first_row_per_id(user_ids)
+    first_rows = first_rows[views.user_valid[user_ids[first_rows]]]
+    users = user_ids[first_rows]
+    user_cf, user_text = to_alignment_space(model, project_entities(model, user_features[first_rows]), views.users)
+    user = table_info_nce(user_cf, user_text, users, temperature, views.user_valid)
+    return {"item": item, "user": user}
+
+
+def _first_row_per_id(ids: torch.Tensor) -> torch.Tensor:
+    """Indices `[U]` of the first row of each distinct id in ``ids [B]``."""
+    unique, inverse = torch.unique(ids, return_inverse=True)
+    first = torch.full((unique.shape[0],), ids.shape[0], dtype=torch.long, device=ids.device)
+    return first.scatter_reduce(0, inverse, torch.arange(ids.shape[0], device=ids.device), reduce="amin")
+
+
+@torch.no_grad()
+def item_retrieval_recall(model, views: TextViews, k: int = 10) -> dict[str, float]:
+    """Full-table retrieval of each valid item's own title from its CF view (in the alignment space).
+
+    Returns ``{"item_recall@k": fraction of valid items whose title ranks in the top k among all valid items,
+    "item_recall@k_chance": k / number of valid items, "items": number of valid items}``.
+    """
+    cf_items, text_items = item_alignment_tables(model, views)
+    valid = views.item_valid.nonzero().squeeze(-1)
+    similarity = F.normalize(cf_items[valid].float(), dim=-1) @ F.normalize(text_items[valid].float(), dim=-1).T
+    own = similarity.diagonal().unsqueeze(1)  # [V, 1]
+    rank = (similarity > own).sum(dim=1)  # 0 = own title ranks first
+    count = int(valid.numel())
+    return {
+        f"item_recall@{k}": float((rank < k).float().mean()) if count else float("nan"),
+        f"item_recall@{k}_chance": k / count if count else float("nan"),
+        "items": count,
+    }
+
+
+def user_text_table(
+    item_text: torch.Tensor,
+    item_has_text: torch.Tensor,
+    user_ids: np.ndarray,
+    timestamps: np.ndarray,
+    histories: list,
+    num_users: int,
+    max_history: int,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """A user's text representation: the mean of the text representations of the history items.
+    """Each user's text view: the mean text view of the items in the user's **last** history (latest row).
 
-    Shape:
-        item_text_table: [num_items, H] (row 0 unused: padding); history_item_ids: [B, L], 0 = padding;
-        item_has_text: [num_items] bool or None (items without a title are left out of the mean).
+    Args:
+        item_text `[num_items, H]`, item_has_text `[num_items]` bool: the item text table.
+        user_ids `[R]`, timestamps `[R]`, histories (R lists of item ids, oldest first): rows of a train split.
+        max_history: only the most recent ``max_history`` items count, as in the prompt.
 
     Returns:
-        (user_text [B, H], valid [B] bool) — a user with no history has no text representation.
+        ``(users [num_users, H], valid [num_users] bool)`` — a user without a titled history item is invalid.
     """
-    mask = history_item_ids > 0  # [B, L]
-    if item_has_text is not None:
-        mask = mask & item_has_text[history_item_ids]
-    mask = mask.unsqueeze(-1).to(item_text_table.dtype)  # [B, L, 1]
-    summed = (item_text_table[history_item_ids] * mask).sum(dim=1)  # [B, H]
-    counts = mask.sum(dim=1)  # [B, 1]
-    return summed / counts.clamp(min=1.0), counts.squeeze(-1) > 0
+    users = torch.zeros(num_users, item_text.shape[1], dtype=item_text.dtype)
+    valid = torch.zeros(num_users, dtype=torch.bool)
+    order = np.lexsort((np.arange(len(user_ids)), np.asarray(timestamps)))  # by time; file order breaks ties
+    latest = {int(user_ids[row]): row for row in order}
+    for user, row in latest.items():
+        recent = torch.as_tensor(list(histories[row])[-max_history:] if max_history else [], dtype=torch.long)
+        recent = recent[item_has_text[recent]] if recent.numel() else recent
+        if recent.numel():
+            users[user] = item_text[recent].mean(dim=0)
+            valid[user] = True
+    return users, valid

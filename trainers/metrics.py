@@ -6,12 +6,20 @@ vectorised: per-user statistics come from one ``groupby`` rank, not from a Pytho
 
 UAUC follows CoLLM (``uAUC_me``): the unweighted mean of per-user AUC over users that have more
 than one row and both label classes; other users are skipped.
+
+The arithmetic lives in the local ``evaluate`` modules (``trainers/metric_modules/{auc,uauc}/``, each with a
+metric card, loadable with ``evaluate.load(path)`` without this package): :func:`auc` and :func:`uauc` check
+their inputs here and call the modules' own arithmetic files (``roc_auc.py``, ``user_auc.py``) directly, so
+``compute_metrics``, the CLIs and the ``evaluate`` modules give identical numbers without paying ``evaluate``'s
+import and Arrow round trip on every call (the bootstrap calls them thousands of times).
 """
 
 from typing import Optional
 
 import numpy as np
-import pandas as pd
+
+from .metric_modules.auc.roc_auc import roc_auc
+from .metric_modules.uauc.user_auc import user_auc
 
 
 def _validate(labels, scores, user_ids=None):
@@ -33,15 +41,6 @@ def _validate(labels, scores, user_ids=None):
     return labels.astype(np.int64), scores, user_ids
 
 
-def _auc_from_ranks(ranks, labels):
-    """AUC (Mann-Whitney U) from average ranks; ``nan`` when a class is missing."""
-    n_pos = labels.sum()
-    n_neg = labels.size - n_pos
-    if n_pos == 0 or n_neg == 0:
-        return float("nan")
-    return float((ranks[labels == 1].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
-
-
 def auc(labels, scores) -> float:
     """Global ROC AUC with ties counted as one half (equals ``sklearn.metrics.roc_auc_score``).
 
@@ -55,8 +54,7 @@ def auc(labels, scores) -> float:
     labels, scores, _ = _validate(labels, scores)
     if labels.size == 0 or labels.min() == labels.max():
         raise ValueError("AUC needs both label classes (0 and 1) among the rows")
-    ranks = pd.Series(scores).rank(method="average").to_numpy()
-    return _auc_from_ranks(ranks, labels)
+    return roc_auc(labels, scores)
 
 
 def uauc(user_ids, labels, scores) -> tuple[float, int]:
@@ -74,20 +72,7 @@ def uauc(user_ids, labels, scores) -> tuple[float, int]:
     labels, scores, user_ids = _validate(labels, scores, user_ids)
     if labels.size == 0:
         return float("nan"), 0
-    frame = pd.DataFrame({"user": user_ids, "label": labels, "score": scores})
-    frame["rank"] = frame.groupby("user", sort=False)["score"].rank(method="average")
-    frame["pos_rank"] = frame["rank"] * frame["label"]
-    per_user = frame.groupby("user", sort=False).agg(
-        n=("label", "size"), n_pos=("label", "sum"), pos_rank_sum=("pos_rank", "sum")
-    )
-    n_neg = per_user["n"] - per_user["n_pos"]
-    keep = (per_user["n"] > 1) & (per_user["n_pos"] > 0) & (n_neg > 0)
-    per_user, n_neg = per_user[keep], n_neg[keep]
-    if per_user.empty:
-        return float("nan"), 0
-    n_pos = per_user["n_pos"]
-    user_auc = (per_user["pos_rank_sum"] - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg)
-    return float(user_auc.mean()), int(len(user_auc))
+    return user_auc(user_ids, labels, scores)
 
 
 def _subset_report(user_ids, labels, scores) -> dict:

@@ -30,6 +30,9 @@ TASK_NAME = "Recommendation (binary like prediction)"
 SUBSETS = ("all", "warm", "cold")
 METRICS = (("auc", "roc_auc", "AUC"), ("uauc", "uauc", "UAUC"))
 TAGS = ("recommendation", "cl3mrec", "collm", "collaborative-filtering", "llm-rec")
+EXAMPLE_USER_ID = 12
+EXAMPLE_HISTORY_ITEM_IDS = (1, 2)
+EXAMPLE_ITEM_IDS = (733, 1240, 2571)
 # A Hub id ("org/name" or "name"); local paths such as /tmp/smollm2-135m are not valid metadata.
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
@@ -201,6 +204,16 @@ def _model_facts(config: dict) -> dict:
     }
 
 
+def example_ids(num_users: Optional[int], num_items: Optional[int]) -> dict:
+    """Ids for the card's usage snippet, kept inside the model's id space so the snippet runs as written:
+    ``{"user_id", "history_item_ids", "item_ids"}`` (three distinct candidate ids)."""
+    user_id = EXAMPLE_USER_ID if num_users is None else min(EXAMPLE_USER_ID, num_users - 1)
+    item_ids = list(EXAMPLE_ITEM_IDS)
+    if num_items is not None:
+        item_ids = [min(item_id, num_items - 1 - index) for index, item_id in enumerate(EXAMPLE_ITEM_IDS)]
+    return {"user_id": user_id, "history_item_ids": list(EXAMPLE_HISTORY_ITEM_IDS), "item_ids": item_ids}
+
+
 def render_model_card(
     model_dir: PathLike,
     *,
@@ -283,6 +296,7 @@ def render_model_card(
         metric_rows=rows,
         stage_recipe=_normalise_recipe(stage_recipe, config),
         training_summary=_summary_rows(training_summary),
+        example=example_ids(facts["num_users"], facts["num_items"]),
         **facts,
     )
 

@@ -1,41 +1,18 @@
-"""Render and tokenise prompts once (`datasets.map`), and collate them into left-padded CL3M-Rec batches."""
-
-import logging
+"""Tokenise a dataset's prompts once (`datasets.map`) with a `CL3MRecProcessor`, and collate them into left-padded
+CL3M-Rec batches."""
 
 import torch
-
-from data_scripts.prompts import USER_TOKEN, render_prompt
-
-logger = logging.getLogger(__name__)
 
 KEPT_COLUMNS = ("input_ids", "user_id", "item_id", "history_item_ids", "label", "warm", "length")
 
 
-def _prompt_template(config, with_ids: bool) -> str:
-    name = "prompt_template" if with_ids else "text_prompt_template"
-    template = getattr(config, name)
-    if template is None:
-        kind = "ID" if with_ids else "text"
-        raise ValueError(f"CL3MRecConfig.{name} is not set; it is needed to tokenise {kind} prompts")
-    if with_ids and not config.use_cf:
-        raise ValueError("with_ids=True needs a CL3M-Rec config with a cf_config (placeholders are filled from it)")
-    return template
-
-
-def recent_history(history_item_ids, max_history: int) -> list[int]:
-    """The `max_history` most recent ids (oldest first); `max_history=0` keeps none."""
-    return list(history_item_ids)[-max_history:] if max_history > 0 else []
-
-
-def tokenize_dataset(dataset, tokenizer, config, with_ids: bool, num_proc: int = 1):
-    """Render each row with `config.prompt_template` (`with_ids`) or `config.text_prompt_template` and tokenise.
+def tokenize_dataset(dataset, processor, num_proc: int = 1):
+    """Render and tokenise every row once with ``processor`` (a ``CL3MRecProcessor``).
 
     Returns a `datasets.Dataset` with columns `input_ids`, `user_id`, `item_id`, `history_item_ids` (the
-    `config.max_history` most recent), `label`, `warm`, `length` (tokens). `datasets` caches the result for
+    processor's `max_history` most recent), `label`, `warm`, `length` (tokens). `datasets` caches the result for
     datasets stored on disk, so repeated calls do not re-tokenise.
     """
-    template = _prompt_template(config, with_ids)
-    with_history_tokens = with_ids and config.use_history_embeddings
     needed = ("user_id", "item_id", "history_item_ids", "history_titles", "title", "label")
     missing = [column for column in needed if column not in dataset.column_names]
     if missing:
@@ -43,14 +20,10 @@ def tokenize_dataset(dataset, tokenizer, config, with_ids: bool, num_proc: int =
 
     def tokenize(batch):
         rows = [dict(zip(batch, values)) for values in zip(*batch.values())]
-        prompts = [
-            render_prompt(template, row, config.max_history, config.tokens_per_entity, with_history_tokens)
-            for row in rows
-        ]
-        encoded = tokenizer(prompts, add_special_tokens=True)
+        encoded = processor.encode(rows)
         return {
             "input_ids": encoded["input_ids"],
-            "history_item_ids": [recent_history(row["history_item_ids"], config.max_history) for row in rows],
+            "history_item_ids": encoded["history_item_ids"],
             "length": [len(ids) for ids in encoded["input_ids"]],
             "warm": batch["warm"] if "warm" in batch else [True] * len(rows),
         }
@@ -67,45 +40,19 @@ def tokenize_dataset(dataset, tokenizer, config, with_ids: bool, num_proc: int =
 
 
 class CL3MRecCollator:
-    """Left-pad tokenised rows into a CL3M-Rec batch.
+    """Pad tokenised rows into a CL3M-Rec batch with the processor (left padding), plus `labels [B]` (float).
 
-    Output: `input_ids [B, T]`, `attention_mask [B, T]`, `labels [B]` (float) and, when the prompts carry
-    CF placeholders, `user_ids [B]`, `item_ids [B]`, `history_item_ids [B, L]` (left-padded with 0, the
-    `max_history` most recent, L >= 1).
-
-    Args:
-        tokenizer: the model's tokenizer (its `pad_token_id` pads `input_ids`).
-        max_history: history length cap.
-        with_ids: emit the CF id tensors; default: whether the tokenizer holds the `<|user_emb|>` placeholder.
+    Output: `input_ids [B, T]`, `attention_mask [B, T]`, `labels [B]` and, for prompts with CF placeholders,
+    `user_ids [B]`, `item_ids [B]`, `history_item_ids [B, L]` (see `CL3MRecProcessor.pad`).
     """
 
-    def __init__(self, tokenizer, max_history: int = 10, with_ids: bool | None = None):
-        if tokenizer.pad_token_id is None:
-            raise ValueError("CL3MRecCollator needs a tokenizer with a pad token (build_cl3mrec sets one)")
-        self.pad_token_id = tokenizer.pad_token_id
-        self.max_history = max_history
-        self.with_ids = USER_TOKEN in tokenizer.get_vocab() if with_ids is None else with_ids
+    def __init__(self, processor):
+        self.processor = processor
 
     def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
-        length = max(len(f["input_ids"]) for f in features)
-        input_ids = torch.full((len(features), length), self.pad_token_id, dtype=torch.long)
-        attention_mask = torch.zeros((len(features), length), dtype=torch.long)
-        for row, feature in enumerate(features):
-            ids = feature["input_ids"]
-            input_ids[row, length - len(ids) :] = torch.as_tensor(ids, dtype=torch.long)
-            attention_mask[row, length - len(ids) :] = 1
-        batch = {"input_ids": input_ids, "attention_mask": attention_mask}
+        batch = dict(self.processor.pad(features))
         if "label" in features[0]:
             batch["labels"] = torch.tensor([float(f["label"]) for f in features])
-        if self.with_ids:
-            histories = [recent_history(f["history_item_ids"], self.max_history) for f in features]
-            history = torch.zeros((len(features), max(1, *(len(h) for h in histories))), dtype=torch.long)
-            for row, ids in enumerate(histories):
-                if ids:
-                    history[row, history.shape[1] - len(ids) :] = torch.as_tensor(ids, dtype=torch.long)
-            batch["user_ids"] = torch.tensor([f["user_id"] for f in features], dtype=torch.long)
-            batch["item_ids"] = torch.tensor([f["item_id"] for f in features], dtype=torch.long)
-            batch["history_item_ids"] = history
         return batch
 
 

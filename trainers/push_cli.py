@@ -39,7 +39,9 @@ def validate_model_dir(model_dir: Path) -> dict:
 
     Required: ``config.json``; weights (``*.safetensors`` or ``pytorch_model*.bin``); for LLM models
     (``model_type == "cl3mrec"``) a tokenizer (``tokenizer_config.json`` plus ``tokenizer.json``,
-    ``tokenizer.model`` or ``vocab.json``); every local module named in ``config.auto_map`` as a ``.py`` file.
+    ``tokenizer.model`` or ``vocab.json``) and the processor (``processor_config.json``), which the card's
+    usage snippet loads; every local module named in ``config.auto_map`` or ``config.custom_pipelines`` as a
+    ``.py`` file.
 
     Raises:
         FileNotFoundError: the directory or a required file is missing (the message names it).
@@ -63,18 +65,24 @@ def validate_model_dir(model_dir: Path) -> dict:
                 f"{model_dir} has no tokenizer (expected tokenizer_config.json and one of "
                 f"{', '.join(TOKENIZER_FILES)}): save the tokenizer next to the model"
             )
+        if not (model_dir / "processor_config.json").is_file():
+            raise FileNotFoundError(
+                f"{model_dir} has no processor_config.json: export it with trainers.llm_loading.export_merged "
+                "(the model card's snippet loads the processor and the cl3mrec-scoring pipeline)"
+            )
     auto_map = config.get("auto_map") or {}
     if not auto_map:
         logger.warning("%s: config.json has no auto_map; AutoModel(trust_remote_code=True) will not load it", model_dir)
-    for auto_class, reference in auto_map.items():
+    code = {f"auto_map[{auto_class!r}]": reference for auto_class, reference in auto_map.items()}
+    for task, info in (config.get("custom_pipelines") or {}).items():
+        code[f"custom_pipelines[{task!r}]['impl']"] = info.get("impl")
+    for field, reference in code.items():
         for target in [reference] if isinstance(reference, str) else reference:
             if not target or "--" in target:  # None (no fast tokenizer) or code in another repo
                 continue
             module_file = model_dir / f"{target.rsplit('.', 1)[0]}.py"
             if not module_file.is_file():
-                raise FileNotFoundError(
-                    f"{model_dir}: config.auto_map[{auto_class!r}] = {target!r} but {module_file.name} is missing"
-                )
+                raise FileNotFoundError(f"{model_dir}: config.{field} = {target!r} but {module_file.name} is missing")
     return config
 
 

@@ -5,11 +5,13 @@ only the tail (title, item placeholder, question) changes. The ranker runs the s
 decoder ONCE, keeps its key/value cache, and runs only the candidate suffixes, batched against copies of
 that cache. Scores equal pair-by-pair scoring through `CL3MRecModel.forward` (tested to fp32 tolerance):
 
-* prompts are rendered and tokenised exactly as for pair-by-pair scoring, and the prefix is the longest
+* prompts are rendered and tokenised by the model's `CL3MRecProcessor`, exactly as for pair-by-pair scoring
+  (one record per candidate: the user's record with the candidate's id and title), and the prefix is the longest
   common *token* prefix of the candidates' prompts, cut before the first target-item placeholder, so
   tokeniser merges at the prefix/suffix boundary cannot change a token;
-* placeholder embeddings come from the model's own `embed_inputs` on the full prompts (token embeddings
-  are position-wise, so slicing them into prefix and suffix is exact);
+* placeholder embeddings come from the model's own `embed_inputs` on the full prompts, right-padded by the
+  processor, with the user's (shared) history (token embeddings are position-wise, so slicing them into prefix
+  and suffix is exact);
 * suffixes are right-padded: with causal attention a real token never sees the padding after it, and the
   score is gathered at each row's last real position; positions continue from the prefix length, as the
   model's forward numbers real tokens from 0.
@@ -20,7 +22,6 @@ of repeating them over the prefix for every candidate (see `_sdpa_gqa`). Cost pe
 `C` suffixes, against `C` full prompts pair by pair (about 4-5x fewer tokens with the ML-1M templates).
 """
 
-import inspect
 import logging
 import os
 from collections.abc import Mapping, Sequence
@@ -31,9 +32,7 @@ import torch
 from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
-from data_scripts.prompts import render_prompt
-
-from .prompt_dataset import recent_history
+from modeling_cl3mrec.modeling_cl3mrec import decoder_cache_kwarg
 
 logger = logging.getLogger(__name__)
 
@@ -43,12 +42,6 @@ _FORCE_GQA = "TRANSFORMERS_SDPA_FORCE_GQA"
 def _unwrap(model):
     """The `CL3MRecModel` inside a PEFT wrapper (LoRA layers stay active: they are injected in place)."""
     return model.get_base_model() if hasattr(model, "get_base_model") else model
-
-
-def _cache_kwarg(decoder) -> str:
-    """Name of the decoder's cache argument: `cache` (transformers >= 5.2x) or `past_key_values`."""
-    parameters = inspect.signature(decoder.forward).parameters
-    return "cache" if "cache" in parameters else "past_key_values"
 
 
 @contextmanager
@@ -98,32 +91,20 @@ class CandidateRanker:
 
     Args:
         model: a `CL3MRecModel` (or a PEFT model wrapping one); put in eval mode, as `CL3MRecScorer` does.
-        tokenizer: the tokenizer holding the placeholder tokens.
-        template: prompt template text; defaults to `model.config.prompt_template` (CF model) or
-            `model.config.text_prompt_template` (text-only model).
+        processor: the model's `CL3MRecProcessor` (it renders, tokenises and pads the candidate prompts).
         batch_size: candidates per suffix forward.
         autocast_dtype: e.g. `torch.bfloat16` to run under autocast; `None` runs in the weights' dtype.
-        tokenize: `list[str] -> list[list[int]]`; defaults to `tokenizer(texts, add_special_tokens=True)`,
-            the call `trainers.prompt_dataset.tokenize_dataset` makes.
     """
 
-    def __init__(self, model, tokenizer, template=None, batch_size=32, autocast_dtype=None, tokenize=None):
+    def __init__(self, model, processor, batch_size=32, autocast_dtype=None):
         self.model = _unwrap(model).eval()
-        self.tokenizer = tokenizer
-        config = self.model.config
-        if template is None:
-            template = config.prompt_template if config.use_cf else config.text_prompt_template
-        if not template:
-            raise ValueError("CandidateRanker: no prompt template given and model.config has none")
+        self.processor = processor
         if batch_size < 1:
             raise ValueError(f"CandidateRanker: batch_size must be >= 1, got {batch_size}")
-        self.template = template
         self.batch_size = batch_size
         self.autocast_dtype = autocast_dtype
-        self._tokenize = tokenize or (lambda texts: tokenizer(texts, add_special_tokens=True)["input_ids"])
         self.decoder = self.model.get_decoder()
-        self._cache_arg = _cache_kwarg(self.decoder)
-        self.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        self._cache_arg = decoder_cache_kwarg(self.decoder)
 
     @property
     def device(self) -> torch.device:
@@ -134,43 +115,14 @@ class CandidateRanker:
             return nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=self.autocast_dtype)
 
-    def _prompt_ids(self, user_row: Mapping, candidate_item_ids, candidate_titles) -> list[list[int]]:
-        """Token ids of each candidate's full prompt (the user's row with the candidate's id and title)."""
-        config = self.model.config
-        prompts = [
-            render_prompt(
-                self.template,
-                {**user_row, "item_id": int(item_id), "title": title},
-                max_history=config.max_history,
-                tokens_per_entity=config.tokens_per_entity,
-                with_history_tokens=bool(config.use_history_embeddings),
-            )
-            for item_id, title in zip(candidate_item_ids, candidate_titles)
-        ]
-        return self._tokenize(prompts)
-
-    def _cf_inputs(self, user_row: Mapping, item_ids: list[int]):
-        """`user_ids [c]`, `item_ids [c]`, `history_item_ids [c, L]` (as `CL3MRecCollator` builds them),
-        or three Nones for a text-only model."""
-        if not self.model.config.use_cf:
-            return None, None, None
-        history = [int(i) for i in recent_history(user_row["history_item_ids"], self.model.config.max_history)]
-        count = len(item_ids)
-        device = self.device
-        user_ids = torch.full((count,), int(user_row["user_id"]), dtype=torch.long, device=device)
-        items = torch.tensor(item_ids, dtype=torch.long, device=device)
-        history_ids = torch.tensor([history or [0]], dtype=torch.long, device=device).expand(count, -1)
-        return user_ids, items, history_ids
-
-    def _embed(self, ids: list[list[int]], user_row: Mapping, item_ids: list[int]) -> torch.Tensor:
-        """Right-padded full prompts → input embeddings `[c, T, H]` with placeholders filled by the model."""
-        width = max(len(seq) for seq in ids)
-        input_ids = torch.full((len(ids), width), self.pad_token_id, dtype=torch.long, device=self.device)
-        for row, seq in enumerate(ids):
-            input_ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
-        user_ids, items, history_ids = self._cf_inputs(user_row, item_ids)
-        embeds, _ = self.model.embed_inputs(input_ids, user_ids, items, history_ids)
-        return embeds
+    def _embed(self, features: list[dict]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Encoded candidate prompts → input embeddings `[c, T, H]` (right-padded) with placeholders filled by
+        the model, and the CF logits `[c]` its residual score fusion adds (None without fusion)."""
+        batch = self.processor.pad(features, padding_side="right").to(self.device)
+        embeds, cf_outputs = self.model.embed_inputs(
+            batch["input_ids"], batch.get("user_ids"), batch.get("item_ids"), batch.get("history_item_ids")
+        )
+        return embeds, cf_outputs["cf_logits"]
 
     def _decode(self, embeds: torch.Tensor, start: int, cache: DynamicCache) -> torch.Tensor:
         """Run the decoder on `embeds [c, S, H]` at positions `start..start+S-1`; returns hidden `[c, S, H]`."""
@@ -185,16 +137,12 @@ class CandidateRanker:
     def score(self, user_row: Mapping, candidate_item_ids, candidate_titles) -> np.ndarray:
         """Scores `[C]` of the candidates for the user in `user_row` (a dataset row: `user_id`,
         `history_item_ids`, `history_titles`, ...), in candidate order."""
-        candidate_item_ids = [int(i) for i in candidate_item_ids]
-        candidate_titles = list(candidate_titles)
-        if len(candidate_item_ids) != len(candidate_titles):
-            raise ValueError(
-                f"rank: {len(candidate_item_ids)} candidate_item_ids but {len(candidate_titles)} candidate_titles"
-            )
-        if not candidate_item_ids:
+        records = self.processor.candidate_records(user_row, list(candidate_item_ids), list(candidate_titles))
+        if not records:
             raise ValueError(f"rank: no candidates for user {user_row.get('user_id')}")
-        ids = self._prompt_ids(user_row, candidate_item_ids, candidate_titles)
-        stop = self.model.config.item_token_id if self.model.config.use_cf else None
+        features = self.processor.encode_rows(records)
+        ids = [feature["input_ids"] for feature in features]
+        stop = self.model.config.item_token_id if self.processor.with_ids else None
         prefix_len = common_prefix_length(ids, stop_token_id=stop)
         scores = np.empty(len(ids), dtype=np.float64)
         # Candidates of similar suffix length share a batch, so little right padding is computed.
@@ -204,7 +152,7 @@ class CandidateRanker:
             for start in range(0, len(ids), self.batch_size):
                 chunk = order[start : start + self.batch_size]
                 chunk_ids = [ids[i] for i in chunk]
-                embeds = self._embed(chunk_ids, user_row, [candidate_item_ids[i] for i in chunk])  # [c, T, H]
+                embeds, cf_logits = self._embed([features[i] for i in chunk])  # [c, T, H], [c] or None
                 if prefix_kv is None:
                     prefix_kv = self._prefix_cache(embeds[:1, :prefix_len])
                 count = embeds.shape[0]
@@ -212,7 +160,7 @@ class CandidateRanker:
                 hidden = self._decode(embeds[:, prefix_len:], prefix_len, cache)  # [c, S, H]
                 last = torch.tensor([len(seq) - prefix_len - 1 for seq in chunk_ids], device=hidden.device)
                 answer_hidden = hidden[torch.arange(count, device=hidden.device), last]  # [c, H]
-                scores[chunk] = self.model.answer_logits(answer_hidden)[0].cpu().numpy()
+                scores[chunk] = self.model.answer_logits(answer_hidden, cf_logits)[0].cpu().numpy()
         logger.debug("ranked %d candidates: prefix %d of up to %d tokens", len(ids), prefix_len, max(map(len, ids)))
         return scores
 
@@ -250,9 +198,9 @@ class CandidateRanker:
         return np.asarray(candidate_item_ids, dtype=np.int64)[order], scores[order], scores
 
 
-def rank(model, tokenizer, user_row, candidate_item_ids, candidate_titles, k=10, batch_size=32, **ranker_kwargs):
+def rank(model, processor, user_row, candidate_item_ids, candidate_titles, k=10, batch_size=32, **ranker_kwargs):
     """Functional form of [`CandidateRanker.rank`]: `(top_item_ids, top_scores, all_scores)`."""
-    ranker = CandidateRanker(model, tokenizer, batch_size=batch_size, **ranker_kwargs)
+    ranker = CandidateRanker(model, processor, batch_size=batch_size, **ranker_kwargs)
     return ranker.rank(user_row, candidate_item_ids, candidate_titles, k=k)
 
 

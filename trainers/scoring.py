@@ -1,6 +1,5 @@
 """Scorers: one score per row of a ``datasets.Dataset``, for any saved cl3mrec model directory."""
 
-import json
 from pathlib import Path
 from typing import Optional, Protocol
 
@@ -10,6 +9,7 @@ from datasets import Dataset
 
 from modeling_cl3mrec.modeling_cf import CFRecModel
 from trainers.cf_training import dataset_to_tensors, predict
+from trainers.model_dirs import check_weights, read_model_config
 
 
 class Scorer(Protocol):
@@ -44,14 +44,21 @@ def load_scorer(model_dir, batch_size: Optional[int] = None) -> Scorer:
     ``cl3mrec_cf`` → :class:`CFScorer`; ``cl3mrec`` → ``trainers.llm_scoring.CL3MRecScorer`` (imported lazily).
     """
     config_path = Path(model_dir) / "config.json"
-    if not config_path.is_file():
-        raise FileNotFoundError(f"{config_path}: no config.json; is {model_dir} a saved cl3mrec model?")
-    model_type = json.loads(config_path.read_text()).get("model_type")
+    model_type = read_model_config(model_dir, "--model").get("model_type")
+    if model_type not in ("cl3mrec_cf", "cl3mrec"):
+        raise ValueError(f"{config_path}: model_type {model_type!r} is not a cl3mrec model ('cl3mrec_cf' or 'cl3mrec')")
+    check_weights(model_dir, "--model")
     kwargs = {} if batch_size is None else {"batch_size": batch_size}
     if model_type == "cl3mrec_cf":
         return CFScorer.from_pretrained(model_dir, **kwargs)
-    if model_type == "cl3mrec":
-        from trainers.llm_scoring import CL3MRecScorer
+    from trainers.llm_scoring import CL3MRecScorer
 
-        return CL3MRecScorer.from_pretrained(model_dir, **kwargs)
-    raise ValueError(f"{config_path}: model_type {model_type!r} is not a cl3mrec model ('cl3mrec_cf' or 'cl3mrec')")
+    return CL3MRecScorer.from_pretrained(model_dir, **kwargs)
+
+
+def model_id_space(model_dir) -> tuple[int | None, int | None]:
+    """``(num_users, num_items)`` of the CF tables in ``model_dir``'s config; ``(None, None)`` for a text-only
+    model, whose scores do not read ids."""
+    config = read_model_config(model_dir, "--model")
+    cf_config = config if config.get("model_type") == "cl3mrec_cf" else config.get("cf_config") or {}
+    return cf_config.get("num_users"), cf_config.get("num_items")

@@ -2,7 +2,8 @@
 
 Parameters of the PEFT-wrapped ``CL3MRecModel`` are grouped by name:
 ``lora`` (names containing ``lora_``), ``projector`` (``projector``), ``cf_encoder`` (``cf_encoder``),
-everything else is ``frozen_base`` and never trains. PEFT's ``modules_to_save`` wrapper keeps a frozen
+``score_fusion`` and ``alignment_heads`` (the optional residual-fusion weight and contrastive heads, which train
+whenever the projector does), everything else is ``frozen_base`` and never trains. PEFT's ``modules_to_save`` wrapper keeps a frozen
 ``original_module`` copy next to the trained one; copies are never trainable. While a stage trains, frozen
 LoRA layers are merged into the base weights (:func:`merged_frozen_lora`).
 
@@ -23,7 +24,13 @@ from torch import nn
 logger = logging.getLogger(__name__)
 
 STAGES = ("lora", "cie", "joint")
-GROUP_PATTERNS = {"lora": "lora_", "projector": "projector", "cf_encoder": "cf_encoder"}
+GROUP_PATTERNS = {
+    "lora": "lora_",
+    "projector": "projector",
+    "cf_encoder": "cf_encoder",
+    "score_fusion": "score_fusion",
+    "alignment_heads": "alignment_heads",
+}
 FROZEN_COPY_PATTERN = "original_module"
 
 STAGE_GROUPS = {
@@ -31,6 +38,7 @@ STAGE_GROUPS = {
     "cie": ("projector",),
     "joint": ("lora", "projector"),
 }
+OPTIONAL_GROUPS = ("score_fusion", "alignment_heads")  # train beside the projector when the model has them
 
 
 def parameter_group(name: str) -> str:
@@ -54,6 +62,8 @@ def trainable_groups(stage: str, train_cf_encoder: bool = False) -> tuple[str, .
     if train_cf_encoder and stage == "lora":
         raise ValueError("train_cf_encoder=True needs stage 'cie' or 'joint': stage 'lora' reads no CF embeddings")
     groups = STAGE_GROUPS[stage]
+    if "projector" in groups:
+        groups = groups + OPTIONAL_GROUPS
     return groups + ("cf_encoder",) if train_cf_encoder else groups
 
 
@@ -103,7 +113,9 @@ def apply_stage(model: nn.Module, stage: str, train_cf_encoder: bool = False) ->
         counter = counts.setdefault(group, Counter())
         counter["total"] += param.numel()
         counter["trainable"] += param.numel() if param.requires_grad else 0
-    missing = [group for group in groups if counts.get(group, Counter())["trainable"] == 0]
+    missing = [
+        group for group in groups if group not in OPTIONAL_GROUPS and counts.get(group, Counter())["trainable"] == 0
+    ]
     if missing:
         raise ValueError(
             f"stage {stage!r} trains {list(groups)}, but the model has no parameters in {missing} "

@@ -1,8 +1,9 @@
 """The language view of every item: mean-pooled hidden states of its title under the frozen base LLM.
 
 Computed once per (LLM, text template, item-title table) for the whole item table ``[num_items, H]``
-and cached on disk as safetensors, keyed by a hash of the LLM config, its weights path, the template
-and a fingerprint of the titles. A user's text representation is the mean over the history items
+and cached on disk as safetensors, keyed by a hash of the LLM config, its weights (a SHA-256 of the weight files,
+so a new LLM saved at the same path gets a new cache entry), the template and a fingerprint of the titles.
+A user's text representation is the mean over the history items
 (:func:`trainers.contrastive.user_text_embeds`), so it needs no cache of its own.
 """
 
@@ -18,10 +19,12 @@ import numpy as np
 import pyarrow.compute as pc
 import torch
 from accelerate import PartialState
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
 from .atomic_io import staging_file
+from .model_dirs import weights_fingerprint
 
 logger = logging.getLogger(__name__)
 
@@ -54,12 +57,12 @@ def collect_item_titles(splits: Iterable[datasets.Dataset], num_items: int) -> l
     return titles
 
 
-def cache_key(llm_config: dict, llm_path: str, template: str, titles: list[str | None], bf16: bool = False) -> str:
-    """A hex digest naming the cached table: LLM config + weights path + template + title fingerprint
+def cache_key(llm_config: dict, weights: str, template: str, titles: list[str | None], bf16: bool = False) -> str:
+    """A hex digest naming the cached table: LLM config + weights fingerprint + template + title fingerprint
     (+ whether bf16 autocast computed it)."""
     digest = hashlib.sha256()
     digest.update(json.dumps(llm_config, sort_keys=True, default=str).encode())
-    digest.update(str(llm_path).encode())
+    digest.update(str(weights).encode())
     digest.update(template.encode())
     digest.update(b"bf16" if bf16 else b"fp32")
     digest.update(json.dumps(titles).encode())
@@ -130,13 +133,16 @@ def item_text_table(
         (table [num_items, H] float32, has_text [num_items] bool); rows without a title are zero.
     """
     config = language_model.config.to_dict()
-    key = cache_key(config, llm_path, template, titles, bf16)
+    key = cache_key(config, weights_fingerprint(llm_path), template, titles, bf16)
     path = Path(cache_dir) / f"item_text_{key}.safetensors"
     with PartialState().main_process_first():
         if path.exists():
-            tensors = load_file(str(path))
-            logger.info("loaded item text representations %s from %s", tuple(tensors["table"].shape), path)
-            return tensors["table"], tensors["has_text"].bool()
+            try:
+                tensors = load_file(str(path))
+                logger.info("loaded item text representations %s from %s", tuple(tensors["table"].shape), path)
+                return tensors["table"], tensors["has_text"].bool()
+            except (SafetensorError, OSError, KeyError) as error:  # damaged outside cl3mrec: computed again
+                logger.warning("%s: unreadable text-representation cache (%s); computing it again", path, error)
         if not PartialState().is_main_process:
             raise FileNotFoundError(f"the main process did not write the text-representation cache {path}")
         has_text = torch.tensor([title is not None for title in titles], dtype=torch.bool)

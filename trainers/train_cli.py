@@ -16,25 +16,43 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import yaml
+import torch
 from accelerate import PartialState
 from transformers import EarlyStoppingCallback, set_seed
 
 from data_scripts.io import load_dataset_dict, read_stats
-from data_scripts.prompts import load_template, template_fields
+from modeling_cl3mrec import CL3MRecProcessor
+from modeling_cl3mrec.processing_cl3mrec import template_uses_ids
 
-from .atomic_io import staging_dir, write_json_atomic
+from .atomic_io import require_empty_or_own, staging_dir, write_json_atomic, write_npy_atomic
+from .config_values import load_yaml_file
 from .llm_loading import add_lora, build_cl3mrec, save_merged
 from .metrics import ranking_report
 from .model_card import dataset_name_from_source, write_model_card
+from .model_dirs import CF_MODEL_TYPE, require_model_dir
 from .prompt_dataset import CL3MRecCollator, tokenize_dataset
+from .prompt_templates import load_template
+from .run_state import (
+    checkpoint_is_complete,
+    clear_stage_complete,
+    mark_stage_complete,
+    newest_complete_checkpoint,
+    require_stage_complete,
+)
 from .stages import apply_stage, check_stage_settings, merged_frozen_lora
+from .contrastive import TextViews, user_text_table
 from .text_representations import collect_item_titles, item_text_table
 from .trainer import CL3MRecTrainer
 from .training_args import parse_config
 
 logger = logging.getLogger(__name__)
 
+# What a stage writes into its output_dir (Trainer files included): another non-empty folder is refused.
+STAGE_OUTPUT_FILES = (
+    "stage_complete.json", "checkpoint-*", "trainer_state.json", "*_results.json", "adapter_*", "training_args.bin",
+    "eval_*.npy", "merged", "training_summary.json", "runs",
+)
+EXPORT_FILES = ("config.json", "*.safetensors", "eval_results.json", "training_summary.json")  # a merged model
 HELD_OUT_SPLITS = ("test",)  # never read during training (no titles, no tuning)
 
 
@@ -55,12 +73,16 @@ def load_stage_adapter(peft_model, init_from: str) -> None:
         ValueError: the LoRA layers do not line up (different ``lora_target_modules`` / ``lora_r``).
     """
     from peft import get_peft_model_state_dict, set_peft_model_state_dict
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     path = Path(init_from) / "adapter_model.safetensors"
     if not path.is_file():
         raise FileNotFoundError(f"init_from={init_from}: no adapter_model.safetensors (not a stage output dir?)")
-    state = load_file(str(path))
+    try:
+        state = load_file(str(path))
+    except SafetensorError as error:
+        raise ValueError(f"{path}: corrupt or truncated safetensors ({error}); rerun the init_from stage") from None
     # A text-only stage saved no projector / CF encoder: those keep their current (fresh / pretrained) weights.
     current = get_peft_model_state_dict(peft_model)
     try:
@@ -77,6 +99,15 @@ def load_stage_adapter(peft_model, init_from: str) -> None:
     logger.info("loaded %d adapter tensors from %s (%d kept from this model)", len(state), init_from, len(set(current) - set(state)))
 
 
+def cf_glue(model_args) -> dict:
+    """The `CL3MRecConfig` fields that decide how CF knowledge enters the model (placeholder templates only)."""
+    return {
+        "cf_features": model_args.cf_features,
+        "score_fusion": model_args.score_fusion,
+        "alignment_dim": model_args.alignment_dim,
+    }
+
+
 def build_stage_model(model_args, args, template: str, with_ids: bool):
     """``(peft_model, tokenizer)`` for one stage: LLM (+ CF encoder + projector) + LoRA (+ previous adapter).
 
@@ -85,6 +116,11 @@ def build_stage_model(model_args, args, template: str, with_ids: bool):
     with a placeholder template (``with_ids``): a text-only model has no CF encoder to embed history with."""
     if with_ids and model_args.cf_model_dir is None:
         raise ValueError(f"template {model_args.template!r} has CF placeholders: set cf_model_dir")
+    if model_args.init_from:
+        require_stage_complete(model_args.init_from)  # else its recipe and adapter may be missing or stale
+    require_model_dir(model_args.llm_path, "llm_path", forbid_type=CF_MODEL_TYPE)
+    if with_ids:
+        require_model_dir(model_args.cf_model_dir, "cf_model_dir", model_type=CF_MODEL_TYPE)
     if model_args.use_history_embeddings and not with_ids:
         logger.warning("template %r is text-only: use_history_embeddings is ignored", model_args.template)
     model, tokenizer = build_cl3mrec(
@@ -96,6 +132,7 @@ def build_stage_model(model_args, args, template: str, with_ids: bool):
         use_history_embeddings=model_args.use_history_embeddings and with_ids,
         max_history=args.max_history,
         answer_score=model_args.answer_score,
+        **(cf_glue(model_args) if with_ids else {}),
         quantization=None if model_args.quantization == "none" else model_args.quantization,
         dtype=model_args.dtype,
         contrastive_weight=args.contrastive_weight,
@@ -128,12 +165,41 @@ def training_attention(peft_model, choice: str, device_type: str):
             language_model.set_attn_implementation(scoring)
 
 
+def build_text_views(peft_model, tokenizer, dataset_dict, model_args, data_args, args) -> TextViews:
+    """The frozen base LLM's text view of every item (cached) and user, for the contrastive loss and report.
+
+    Items count as valid when titled and warm (a train target); users are described by their last train history.
+    Held-out splits are never read."""
+    stats = read_stats(data_args.data_dir)
+    titles = collect_item_titles(
+        [split for name, split in dataset_dict.items() if name not in HELD_OUT_SPLITS], stats["num_items"]
+    )
+    items, has_text = item_text_table(
+        peft_model.get_base_model().language_model,
+        tokenizer,
+        titles,
+        data_args.text_cache_dir,
+        model_args.llm_path,
+        data_args.item_text_template,
+        adapter_context=peft_model.disable_adapter(),
+        bf16=args.bf16,
+    )
+    train = dataset_dict[data_args.train_split].select_columns(["user_id", "item_id", "timestamp", "history_item_ids"])
+    warm = torch.zeros(stats["num_items"], dtype=torch.bool)
+    warm[torch.as_tensor(train["item_id"], dtype=torch.long)] = True
+    users, user_valid = user_text_table(
+        items, has_text, np.asarray(train["user_id"]), np.asarray(train["timestamp"]), train["history_item_ids"],
+        stats["num_users"], args.max_history,
+    )
+    return TextViews(items, has_text & warm, users, user_valid)
+
+
 @dataclass
 class StageSetup:
-    """Everything one stage needs: the trainer, its tokenizer and the eval rows (raw, and their split indices)."""
+    """Everything one stage needs: the trainer, its processor and the eval rows (raw, and their split indices)."""
 
     trainer: CL3MRecTrainer
-    tokenizer: object
+    processor: CL3MRecProcessor
     eval_raw: object
     eval_rows: np.ndarray
 
@@ -141,8 +207,7 @@ class StageSetup:
 def build_stage(model_args, data_args, args) -> StageSetup:
     """Check the stage against the template, build model + data + text views, return a ready trainer."""
     template = load_template(model_args.template)
-    fields = template_fields(template)
-    with_ids = "user" in fields or "item" in fields
+    with_ids = template_uses_ids(template)
     check_stage_settings(args.stage, with_ids, args.contrastive_weight, args.train_cf_encoder)
     set_seed(args.seed)
     dataset_dict = load_dataset_dict(data_args.data_dir)
@@ -151,6 +216,7 @@ def build_stage(model_args, data_args, args) -> StageSetup:
             raise ValueError(f"{data_args.data_dir}: no split {split!r}; found {list(dataset_dict)}")
     model, tokenizer = build_stage_model(model_args, args, template, with_ids)
     config = model.get_base_model().config
+    processor = CL3MRecProcessor.from_model_config(tokenizer, config, with_ids)
 
     train_raw, eval_raw = dataset_dict[data_args.train_split], dataset_dict[data_args.eval_split]
     seed = data_args.subsample_seed
@@ -158,50 +224,42 @@ def build_stage(model_args, data_args, args) -> StageSetup:
     eval_rows = subsample_indices(len(eval_raw), data_args.max_eval_samples, seed, True)
     eval_raw = eval_raw.select(eval_rows)
     with args.main_process_first(desc="tokenising prompts"):
-        train_set = tokenize_dataset(train_raw, tokenizer, config, with_ids) if args.do_train else None
-        eval_set = tokenize_dataset(eval_raw, tokenizer, config, with_ids)
+        train_set = tokenize_dataset(train_raw, processor) if args.do_train else None
+        eval_set = tokenize_dataset(eval_raw, processor)
 
-    item_text = None
-    if args.contrastive_weight > 0:
-        titles = collect_item_titles(
-            [split for name, split in dataset_dict.items() if name not in HELD_OUT_SPLITS],
-            read_stats(data_args.data_dir)["num_items"],
-        )
-        item_text = item_text_table(
-            model.get_base_model().language_model,
-            tokenizer,
-            titles,
-            data_args.text_cache_dir,
-            model_args.llm_path,
-            data_args.item_text_template,
-            adapter_context=model.disable_adapter(),
-            bf16=args.bf16,
-        )
+    text_views = None
+    if with_ids:  # the contrastive loss needs them; the alignment report reads them for every CF stage
+        text_views = build_text_views(model, tokenizer, dataset_dict, model_args, data_args, args)
     apply_stage(model, args.stage, args.train_cf_encoder)  # after disable_adapter(), which unfreezes adapters
 
     patience = args.early_stopping_patience
     trainer = CL3MRecTrainer(
         model=model,
         args=args,
-        data_collator=CL3MRecCollator(tokenizer, args.max_history, with_ids=with_ids),
+        data_collator=CL3MRecCollator(processor),
         train_dataset=train_set,
         eval_dataset=eval_set,
-        processing_class=tokenizer,
+        processing_class=processor,
         callbacks=[EarlyStoppingCallback(patience)] if patience else None,
-        item_text=item_text,
+        text_views=text_views,
     )
-    return StageSetup(trainer, tokenizer, eval_raw, eval_rows)
+    return StageSetup(trainer, processor, eval_raw, eval_rows)
 
 
 def run_stage(model_args, data_args, args) -> dict:
     """Run one stage; return the eval metrics (``eval_auc``, ``eval_uauc``, …) also written to
     ``<output_dir>/eval_results.json``. Scores of the eval split go to ``<output_dir>/eval_scores.npy``
     (rows ``eval_rows.npy`` of the split, in order)."""
+    require_empty_or_own(args.output_dir, STAGE_OUTPUT_FILES, "output_dir")
+    if args.export_dir:  # replaced whole by the export
+        require_empty_or_own(args.export_dir, EXPORT_FILES, "export_dir")
+    if PartialState().is_main_process:
+        clear_stage_complete(args.output_dir)  # unfinished until the very end
     setup = build_stage(model_args, data_args, args)
-    trainer, tokenizer, eval_raw = setup.trainer, setup.tokenizer, setup.eval_raw
+    trainer, processor, eval_raw = setup.trainer, setup.processor, setup.eval_raw
+    alignment_before = trainer.alignment_report()
     if args.do_train:
-        resume = args.resume_from_checkpoint
-        resume = True if str(resume).lower() in ("true", "last") else resume  # True: the last checkpoint
+        resume = resume_checkpoint(args.resume_from_checkpoint, args.output_dir, trainer.is_world_process_zero())
         attention = training_attention(trainer.model, model_args.train_attn_implementation, args.device.type)
         with attention, merged_frozen_lora(trainer.model):
             train_result = trainer.train(resume_from_checkpoint=resume)
@@ -211,15 +269,40 @@ def run_stage(model_args, data_args, args) -> dict:
 
     prediction = trainer.predict(trainer.eval_dataset, metric_key_prefix="eval")
     metrics = {**prediction.metrics, **trainer.flush_metrics("eval")}
+    metrics.update({f"eval_{key}": value for key, value in trainer.alignment_report().items()})
+    metrics.update({f"eval_{key}_before_training": value for key, value in alignment_before.items()})
     trainer.log_metrics("eval", metrics)
     trainer.save_metrics("eval", metrics)
     if trainer.is_world_process_zero():
-        np.save(Path(args.output_dir) / "eval_scores.npy", np.asarray(prediction.predictions, dtype=np.float64))
-        np.save(Path(args.output_dir) / "eval_rows.npy", setup.eval_rows)
+        write_npy_atomic(Path(args.output_dir) / "eval_scores.npy", np.asarray(prediction.predictions, dtype=np.float64))
+        write_npy_atomic(Path(args.output_dir) / "eval_rows.npy", setup.eval_rows)
+    export_dir = None
     if args.do_train:
         report = ranking_report(eval_raw["user_id"], eval_raw["label"], prediction.predictions, eval_raw["warm"])
-        export(trainer, tokenizer, args, report, data_args.eval_split, model_args, data_args.data_dir)
+        export_dir = export(trainer, processor, args, report, data_args.eval_split, model_args, data_args.data_dir)
+    if trainer.is_world_process_zero():  # last: every output above is in place
+        mark_stage_complete(args.output_dir, {"stage": args.stage, "export_dir": export_dir and str(export_dir), **metrics})
+    trainer.accelerator.wait_for_everyone()
     return metrics
+
+
+def resume_checkpoint(choice, output_dir, is_main_process: bool) -> str | None:
+    """The checkpoint to resume from: ``true`` / ``last`` = the newest *complete* ``checkpoint-N`` of
+    ``output_dir`` (half-written ones, left by a kill during a save, are skipped and removed), or none yet
+    (training starts from step 0); an explicit path must be a complete checkpoint."""
+    if choice is None or str(choice).lower() in ("false", "no", "none", ""):
+        return None
+    if str(choice).lower() in ("true", "last"):
+        checkpoint = newest_complete_checkpoint(output_dir, remove_incomplete=is_main_process)
+        if checkpoint is None:
+            logger.warning("resume_from_checkpoint: no complete checkpoint in %s yet; training from step 0", output_dir)
+        return None if checkpoint is None else str(checkpoint)
+    if not checkpoint_is_complete(Path(choice)):
+        raise ValueError(
+            f"resume_from_checkpoint={choice}: not a complete checkpoint (no readable trainer_state.json); "
+            "use resume_from_checkpoint=true for the newest complete one"
+        )
+    return str(choice)
 
 
 def training_summary(trainer, args, model_args, data_dir=None) -> dict:
@@ -243,15 +326,15 @@ def training_summary(trainer, args, model_args, data_dir=None) -> dict:
     return summary
 
 
-def export(trainer, tokenizer, args, report: dict, eval_split: str, model_args, data_dir=None) -> Path:
-    """Merge LoRA and save a plain model + ``eval_results.json`` + ``training_summary.json`` + card into the
-    export dir, atomically (main process; others wait). ``data_dir``'s ``stats.json`` names the data set."""
+def export(trainer, processor, args, report: dict, eval_split: str, model_args, data_dir=None) -> Path:
+    """Merge LoRA and save a plain model + processor + scoring pipeline + ``eval_results.json`` +
+    ``training_summary.json`` + card into the export dir, atomically (main process; others wait). ``data_dir``'s ``stats.json`` names the data set."""
     export_dir = Path(args.export_dir or Path(args.output_dir) / "merged")
     if trainer.is_world_process_zero():
         summary = training_summary(trainer, args, model_args, data_dir)
         write_json_atomic(Path(args.output_dir) / "training_summary.json", summary)
         with staging_dir(export_dir) as staging:
-            save_merged(trainer.accelerator.unwrap_model(trainer.model), tokenizer, staging)
+            save_merged(trainer.accelerator.unwrap_model(trainer.model), processor, staging)
             write_json_atomic(staging / "eval_results.json", {eval_split: report})
             write_json_atomic(staging / "training_summary.json", summary)
         write_model_card(export_dir, default_split=eval_split)  # after the move: the card names its folder
@@ -262,34 +345,23 @@ def export(trainer, tokenizer, args, report: dict, eval_split: str, model_args, 
 
 RELOAD_SCRIPT = """
 import sys
-import numpy as np, torch
+import numpy as np
 from datasets import load_from_disk
-from transformers import AutoModel, AutoTokenizer
-from trainers.prompt_dataset import CL3MRecCollator, tokenize_dataset
+from transformers import pipeline
 model_dir, data_dir, split, rows_file, out = sys.argv[1:6]
-model = AutoModel.from_pretrained(model_dir, trust_remote_code=True).eval()
-if "modeling_cl3mrec" in sys.modules:
-    sys.exit("the local modeling_cl3mrec package was imported: the remote-code path is not what ran")
-tokenizer = AutoTokenizer.from_pretrained(model_dir)
-tokenizer.padding_side = "left"
-with_ids = model.config.cf_config is not None
-dataset = load_from_disk(data_dir)[split].select(np.load(rows_file))
-rows = tokenize_dataset(dataset, tokenizer, model.config, with_ids).to_list()
-collator = CL3MRecCollator(tokenizer, model.config.max_history, with_ids=with_ids)
-scores = []
-with torch.inference_mode():
-    for start in range(0, len(rows), 16):
-        batch = collator(rows[start : start + 16])
-        batch.pop("labels", None)
-        scores.append(model(**batch).logits.float().numpy())
-np.save(out, np.concatenate(scores))
+recommender = pipeline("cl3mrec-scoring", model=model_dir, trust_remote_code=True, device="cpu")
+if any(name.split(".")[0] in ("modeling_cl3mrec", "trainers", "data_scripts") for name in sys.modules):
+    sys.exit("a local cl3mrec package was imported: the remote-code path is not what ran")
+records = load_from_disk(data_dir)[split].select(np.load(rows_file)).to_list()
+np.save(out, np.array([result["score"] for result in recommender(records, batch_size=16)]))
 """
 PIPELINE_KEYS = {"out_dir", "seed", "data", "cf", "llm", "defaults", "stages", "reload_atol"}
 
 
 def reload_scores(model_dir: Path, data_dir: Path, split: str, rows_file: Path) -> np.ndarray:
-    """Scores of an exported model loaded with ``AutoModel.from_pretrained(trust_remote_code=True)`` in a
-    fresh Python process that never imports ``modeling_cl3mrec`` (so the copied remote code is what runs)."""
+    """Scores of an exported model through ``pipeline("cl3mrec-scoring", trust_remote_code=True)`` (AutoModel +
+    AutoProcessor + the custom pipeline) in a fresh Python process that never imports this repository's
+    packages (so the copied remote code is what runs)."""
     out = model_dir / "reload_scores.npy"
     command = [sys.executable, "-c", RELOAD_SCRIPT, str(model_dir), str(data_dir), split, str(rows_file), str(out)]
     result = subprocess.run(command, capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
@@ -324,8 +396,9 @@ def run_pipeline(config_path: str) -> dict:
 
     Results are also written to ``<out_dir>/pipeline_results.json``.
     """
-    with open(config_path) as handle:
-        spec = yaml.safe_load(handle) or {}
+    spec = load_yaml_file(config_path) or {}
+    if not isinstance(spec, dict):
+        raise ValueError(f"{config_path}: expected a mapping with out_dir and stages")
     unknown = sorted(set(spec) - PIPELINE_KEYS)
     if unknown or "stages" not in spec or "out_dir" not in spec:
         raise ValueError(f"{config_path}: needs out_dir and stages; unknown key(s) {unknown}; known {sorted(PIPELINE_KEYS)}")

@@ -17,7 +17,7 @@ import torch
 from torch.utils.data import Sampler
 from transformers import EvalPrediction, Trainer
 
-from .contrastive import info_nce, user_text_embeds
+from .contrastive import TextViews, contrastive_alignment, item_retrieval_recall
 from .metrics import ranking_report
 from .prompt_dataset import length_sorted_order
 
@@ -76,45 +76,63 @@ class CL3MRecTrainer(Trainer):
     """Trainer for every CL3M-Rec stage; freezing is done beforehand by :func:`trainers.stages.apply_stage`.
 
     Args:
-        item_text: ``(table [num_items, H], has_text [num_items] bool)`` — the LLM text view of every item
-            (:func:`trainers.text_representations.item_text_table`); required when
-            ``args.contrastive_weight > 0``.
+        text_views: the LLM text view of every item and user (:class:`trainers.contrastive.TextViews`); required
+            when ``args.contrastive_weight > 0``.
         Other arguments as ``transformers.Trainer``; ``data_collator`` is wrapped in
         :class:`RowMetadataCollator` and ``compute_metrics`` defaults to :func:`compute_ranking_metrics`.
     """
 
     loss_is_scaled_for_ga = False  # compute_loss returns a per-batch mean
 
-    def __init__(self, *args, item_text: tuple[torch.Tensor, torch.Tensor] | None = None, **kwargs):
+    def __init__(self, *args, text_views: TextViews | None = None, **kwargs):
         kwargs.setdefault("compute_metrics", compute_ranking_metrics)
         if kwargs.get("data_collator") is None:
             raise ValueError("CL3MRecTrainer needs a data_collator (trainers.prompt_dataset.CL3MRecCollator)")
         kwargs["data_collator"] = RowMetadataCollator(kwargs["data_collator"])
         super().__init__(*args, **kwargs)
-        if self.args.contrastive_weight > 0 and item_text is None:
-            raise ValueError("contrastive_weight > 0 needs item_text (the LLM text representation of every item)")
-        self.item_text = item_text
+        if self.args.contrastive_weight > 0 and text_views is None:
+            raise ValueError("contrastive_weight > 0 needs text_views (the LLM text representation of every entity)")
+        self.text_views = text_views
         self._metrics = {"train": defaultdict(list), "eval": defaultdict(list)}
+
+    def create_optimizer(self, model=None):
+        """Trainer's optimizer, with the residual-fusion weight in a group of its own at ``args.fusion_learning_rate``
+        (no weight decay); the LR schedule scales it like every other group."""
+        is_new = self.optimizer is None
+        optimizer = super().create_optimizer(model)
+        fusion = [
+            param
+            for name, param in (self.model if model is None else model).named_parameters()
+            if param.requires_grad and "score_fusion" in name
+        ]
+        if is_new and fusion:
+            moved = {id(param) for param in fusion}
+            for group in optimizer.param_groups:
+                group["params"] = [param for param in group["params"] if id(param) not in moved]
+            optimizer.add_param_group({"params": fusion, "lr": self.args.fusion_learning_rate, "weight_decay": 0.0})
+        return optimizer
 
     def _record(self, name: str, value: torch.Tensor) -> None:
         """Buffer ``value`` (a detached scalar tensor) for the current mode; no device sync on the step path."""
         mode = "train" if self.model.training else "eval"
         self._metrics[mode][name].append(value.detach().float().reshape(()))
 
-    def _contrastive(self, outputs, inputs: dict) -> torch.Tensor:
-        """Mean of the item-level and user-level InfoNCE; logs their losses and top-1 accuracies."""
-        table, has_text = self.item_text
-        device = outputs.item_embeds.device
-        if table.device != device:
-            table, has_text = table.to(device), has_text.to(device)
-            self.item_text = (table, has_text)
-        item_ids = inputs["item_ids"]
-        temperature = self.args.contrastive_temperature
-        results = {"item": info_nce(outputs.item_embeds, table[item_ids], item_ids, temperature, has_text[item_ids])}
-        if inputs.get("history_item_ids") is not None:
-            user_text, user_valid = user_text_embeds(table, inputs["history_item_ids"], has_text)
-            user_ids = inputs["user_ids"]
-            results["user"] = info_nce(outputs.user_embeds, user_text, user_ids, temperature, user_valid)
+    def _views_on(self, device) -> TextViews:
+        if self.text_views.items.device != device:
+            self.text_views = self.text_views.to(device)
+        return self.text_views
+
+    def _contrastive(self, model, outputs, inputs: dict) -> torch.Tensor:
+        """Mean of the item-level and user-level table InfoNCE; logs their losses and top-1 accuracies."""
+        views = self._views_on(outputs.cf_user_embeds.device)
+        results = contrastive_alignment(
+            self.accelerator.unwrap_model(model),
+            views,
+            inputs["user_ids"],
+            outputs.cf_user_embeds,
+            self.args.contrastive_temperature,
+        )
+        device = outputs.cf_user_embeds.device
         loss = torch.stack([result.loss for result in results.values()]).mean()
         for kind, result in results.items():
             self._record(f"contrastive/{kind}_accuracy", result.accuracy.to(device))
@@ -131,13 +149,14 @@ class CL3MRecTrainer(Trainer):
         model_inputs = {key: inputs[key] for key in MODEL_INPUT_KEYS if inputs.get(key) is not None}
         if "labels" not in model_inputs:
             raise ValueError("CL3MRecTrainer.compute_loss needs 'labels' in the batch")
-        outputs = model(**model_inputs)
+        # Stage cie freezes the LLM: the prompt before the first CF placeholder needs no autograd graph.
+        outputs = model(**model_inputs, frozen_prefix=self.args.stage == "cie")
         loss = outputs.loss
         self._record("loss/rec", loss)
         if self.args.contrastive_weight > 0:
-            if outputs.item_embeds is None:
+            if outputs.cf_user_embeds is None:
                 raise ValueError("contrastive_weight > 0 but the batch has no CF placeholders (text-only template?)")
-            contrastive = self._contrastive(outputs, model_inputs)
+            contrastive = self._contrastive(model, outputs, model_inputs)
             self._record("loss/contrastive", contrastive)
             loss = loss + self.args.contrastive_weight * contrastive
         return (loss, outputs) if return_outputs else loss
@@ -176,6 +195,21 @@ class CL3MRecTrainer(Trainer):
         inverse[order] = np.arange(len(order))
         label_ids = output.label_ids[inverse] if output.label_ids is not None else None
         return output._replace(predictions=output.predictions[inverse], label_ids=label_ids)
+
+    def alignment_report(self, k: int = 10) -> dict[str, float]:
+        """Full-table item retrieval from the CF view (``align_item_recall@k`` and its chance level), or ``{}``
+        without text views or CF placeholders."""
+        model = self.accelerator.unwrap_model(self.model)
+        if self.text_views is None or getattr(model.get_base_model(), "projector", None) is None:
+            return {}
+        views = self._views_on(self.args.device)
+        was_training = model.training
+        model.eval()
+        try:
+            report = item_retrieval_recall(model.get_base_model(), views, k)
+        finally:
+            model.train(was_training)
+        return {f"align_{key}": value for key, value in report.items()}
 
     def flush_metrics(self, mode: str) -> dict[str, float]:
         """Averages of the buffered loss terms of ``mode`` over steps, then processes (``eval_`` prefixed for

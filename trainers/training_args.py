@@ -5,6 +5,7 @@ documented in ``metadata["help"]``, validated in ``__post_init__`` after ``super
 All three dataclasses parse from one YAML file through ``HfArgumentParser`` (:func:`parse_config`).
 """
 
+import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -12,6 +13,7 @@ from typing import Literal
 import yaml
 from transformers import HfArgumentParser, TrainingArguments
 
+from .config_values import checked_values, load_yaml_file
 from .stages import STAGES, trainable_groups
 
 
@@ -37,6 +39,14 @@ class CL3MRecTrainingArguments(TrainingArguments):
     )
     contrastive_temperature: float = field(
         default=0.1, metadata={"help": "τ > 0: temperature of the InfoNCE loss (cosine similarity / τ)."}
+    )
+    fusion_learning_rate: float = field(
+        default=0.02,
+        metadata={
+            "help": "Learning rate of the residual-fusion weight w (score_fusion: residual). A scalar that must move by "
+            "~1 to rescale the CF logit gets its own larger rate; at the projector's rate the LLM would rescale the CF "
+            "signal instead, by re-deriving a noisier copy of it."
+        },
     )
     train_cf_encoder: bool = field(
         default=False,
@@ -77,6 +87,8 @@ class CL3MRecTrainingArguments(TrainingArguments):
             raise ValueError(f"contrastive_weight must be >= 0, got {self.contrastive_weight}")
         if self.contrastive_temperature <= 0:
             raise ValueError(f"contrastive_temperature must be > 0, got {self.contrastive_temperature}")
+        if self.fusion_learning_rate <= 0:
+            raise ValueError(f"fusion_learning_rate must be > 0, got {self.fusion_learning_rate}")
         if self.max_history < 0:
             raise ValueError(f"max_history must be >= 0, got {self.max_history}")
         if self.lora_r < 1 or self.lora_alpha < 1 or not 0 <= self.lora_dropout < 1:
@@ -88,6 +100,11 @@ class CL3MRecTrainingArguments(TrainingArguments):
             raise ValueError("remove_unused_columns must be False: the CL3M-Rec collator needs the raw columns")
         if self.early_stopping_patience is not None and self.early_stopping_patience < 1:
             raise ValueError(f"early_stopping_patience must be >= 1, got {self.early_stopping_patience}")
+        if self.do_train and self.max_steps <= 0 and self.num_train_epochs <= 0:
+            raise ValueError(
+                f"num_train_epochs must be > 0 (or max_steps > 0) to train, got num_train_epochs="
+                f"{self.num_train_epochs}, max_steps={self.max_steps}; for no training set do_train: false"
+            )
 
 
 @dataclass
@@ -113,6 +130,27 @@ class ModelArguments:
     answer_score: Literal["yes", "yes_minus_no"] = field(
         default="yes", metadata={"help": "Score = 'Yes' logit (CoLLM) or 'Yes' - 'No' logit."}
     )
+    cf_features: Literal["embedding", "embedding_bias"] = field(
+        default="embedding",
+        metadata={
+            "help": "What the projector reads per user / item: the CF embedding (CoLLM) or the embedding with the "
+            "entity's bias term of the CF score appended ('embedding_bias'; needs a CF model with biases)."
+        },
+    )
+    score_fusion: Literal["none", "residual"] = field(
+        default="none",
+        metadata={
+            "help": "'residual': score = LLM answer logit + w * CF logit, w learned (trains with the projector); "
+            "'none': the LLM's answer alone (the paper recipe)."
+        },
+    )
+    alignment_dim: int = field(
+        default=0,
+        metadata={
+            "help": "Width of the CLIP-style heads that map the projected CF view and the LLM text view into one "
+            "space for the contrastive loss; 0 = compare the two views directly by cosine."
+        },
+    )
     quantization: Literal["none", "nf4"] = field(
         default="none", metadata={"help": "'nf4': 4-bit QLoRA through bitsandbytes (CUDA only)."}
     )
@@ -130,6 +168,8 @@ class ModelArguments:
     def __post_init__(self):
         if self.tokens_per_entity < 1:
             raise ValueError(f"tokens_per_entity must be >= 1, got {self.tokens_per_entity}")
+        if self.alignment_dim < 0:
+            raise ValueError(f"alignment_dim must be >= 0, got {self.alignment_dim}")
 
 
 @dataclass
@@ -178,9 +218,45 @@ def parse_overrides(overrides: list[str]) -> dict:
             index += 1
         else:
             raise ValueError(f"cannot read override {overrides[index]!r}: use key=value or --key value")
-        result[key.replace("-", "_")] = yaml.safe_load(value)
+        try:
+            result[key.replace("-", "_")] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise ValueError(f"override {key}={value!r}: not a valid YAML value; quote it or fix it") from None
         index += 1
     return result
+
+
+def closest_name(key: str, names) -> str | None:
+    """The known argument ``key`` most likely misspells: a name it starts with (``lora_rank`` → ``lora_r``), else
+    a close spelling; ``None`` when nothing is close."""
+    prefixes = [name for name in names if key.startswith(name) and len(name) >= 4]
+    if prefixes:
+        return max(prefixes, key=len)
+    matches = difflib.get_close_matches(key, names, n=1, cutoff=0.8)
+    return matches[0] if matches else None
+
+
+def load_stage_config(path: str | Path, _seen: tuple = ()) -> dict:
+    """A stage YAML as a dict, with inheritance: ``base: other.yaml`` (relative to this file) is read first and
+    this file's keys override it; bases may have bases. A dataset keeps its shared settings in one base file and
+    each experiment states only what differs.
+
+    Raises:
+        ValueError: not a mapping, a missing base file, or a cycle of bases (each named with the file).
+    """
+    path = Path(path)
+    values = load_yaml_file(path) or {}
+    if not isinstance(values, dict):
+        raise ValueError(f"{path}: expected a mapping of argument names to values")
+    base = values.pop("base", None)
+    if base is None:
+        return values
+    base_path = (path.parent / str(base)).resolve()
+    if base_path in _seen or base_path == path.resolve():
+        raise ValueError(f"{path}: base {base} makes a cycle of base files")
+    if not base_path.is_file():
+        raise ValueError(f"{path}: base file {base} not found (looked for {base_path})")
+    return {**load_stage_config(base_path, _seen + (path.resolve(),)), **values}
 
 
 def parse_config(
@@ -195,24 +271,13 @@ def parse_config(
         values, source = dict(config), "<dict>"
     else:
         source = str(config)
-        with open(config) as handle:
-            values = yaml.safe_load(handle) or {}
-        if not isinstance(values, dict):
-            raise ValueError(f"{source}: expected a mapping of argument names to values")
+        values = load_stage_config(config)
     values.update(overrides if isinstance(overrides, dict) else parse_overrides(overrides or []))
     known = {name: f for cls in ARGUMENT_CLASSES for name, f in cls.__dataclass_fields__.items()}
     unknown = sorted(set(values) - set(known))
     if unknown:
-        raise ValueError(f"{source}: unknown argument(s) {unknown}")
-    for key, value in values.items():
-        # YAML 1.1 reads a bare `no` as False (`save_strategy: no`) and `true` as True
-        # (`resume_from_checkpoint: true`): string fields get "no" / "true" back.
-        if isinstance(value, bool) and "bool" not in str(known[key].type):
-            values[key] = "true" if value else "no"
-        # YAML reads "1e-4" (no dot) as a string; parse_dict does no type conversion.
-        elif isinstance(value, str) and "float" in str(known[key].type):
-            try:
-                values[key] = float(value)
-            except ValueError:
-                raise ValueError(f"{source}: {key} must be a number, got {value!r}") from None
+        close = {key: closest_name(key, known) for key in unknown}
+        hints = "; ".join(f"{key!r}: did you mean {name!r}?" for key, name in close.items() if name)
+        raise ValueError(f"{source}: unknown argument(s) {unknown}" + (f" ({hints})" if hints else ""))
+    values = checked_values(values, ARGUMENT_CLASSES, source)  # parse_dict converts nothing: wrong types named here
     return HfArgumentParser(ARGUMENT_CLASSES).parse_dict(values)

@@ -1,15 +1,19 @@
-"""Global ROC AUC as a local ``evaluate`` metric (``evaluate.load("trainers/metric_modules/auc")``)."""
+"""Global ROC AUC as a local ``evaluate`` metric: ``evaluate.load("trainers/metric_modules/auc")``.
+
+Self-contained: ``evaluate`` copies this file and ``roc_auc.py`` (its arithmetic, also used by
+``trainers.metrics``) on their own, so nothing here imports the cl3mrec package.
+"""
 
 import datasets
 import evaluate
 
-from trainers.metrics import auc
+from .roc_auc import roc_auc
 
 _DESCRIPTION = "Global ROC AUC of binary labels against real scores; ties count one half."
 _KWARGS_DESCRIPTION = """
 Args:
-    predictions (`list` of `float`): scores, higher = more likely positive.
-    references (`list` of `int`): binary labels 0/1.
+    predictions (`list` of `float`): scores, higher = more likely positive; finite.
+    references (`list` of `int`): binary labels 0/1, both classes present.
 Returns:
     auc (`float`): the area under the ROC curve, equal to `sklearn.metrics.roc_auc_score`.
 """
@@ -18,7 +22,7 @@ _CITATION = "Bao et al., CoLLM: Integrating Collaborative Embeddings into LLMs f
 
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
 class AUC(evaluate.Metric):
-    """Global AUC; delegates to :func:`trainers.metrics.auc`."""
+    """Global AUC (see :func:`roc_auc.roc_auc`)."""
 
     def _info(self):
         return evaluate.MetricInfo(
@@ -31,4 +35,4 @@ class AUC(evaluate.Metric):
         )
 
     def _compute(self, predictions, references):
-        return {"auc": auc(references, predictions)}
+        return {"auc": roc_auc(references, predictions)}

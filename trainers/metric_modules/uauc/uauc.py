@@ -1,9 +1,13 @@
-"""Per-user AUC (UAUC, CoLLM) as a local ``evaluate`` metric (``evaluate.load("trainers/metric_modules/uauc")``)."""
+"""Per-user AUC (UAUC, CoLLM's uAUC) as a local ``evaluate`` metric: ``evaluate.load("trainers/metric_modules/uauc")``.
+
+Self-contained: ``evaluate`` copies this file and ``user_auc.py`` (its arithmetic, also used by
+``trainers.metrics``) on their own, so nothing here imports the cl3mrec package.
+"""
 
 import datasets
 import evaluate
 
-from trainers.metrics import uauc
+from .user_auc import user_auc
 
 _DESCRIPTION = (
     "UAUC: unweighted mean of per-user ROC AUC over users with more than one row and both label "
@@ -11,7 +15,7 @@ _DESCRIPTION = (
 )
 _KWARGS_DESCRIPTION = """
 Args:
-    predictions (`list` of `float`): scores, higher = more likely positive.
+    predictions (`list` of `float`): scores, higher = more likely positive; finite.
     references (`list` of `int`): binary labels 0/1.
     user_ids (`list` of `int`): the user of each row.
 Returns:
@@ -23,7 +27,7 @@ _CITATION = "Bao et al., CoLLM: Integrating Collaborative Embeddings into LLMs f
 
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
 class UAUC(evaluate.Metric):
-    """Per-user AUC; delegates to :func:`trainers.metrics.uauc`."""
+    """Per-user AUC (see :func:`user_auc.user_auc`)."""
 
     def _info(self):
         return evaluate.MetricInfo(
@@ -40,5 +44,5 @@ class UAUC(evaluate.Metric):
         )
 
     def _compute(self, predictions, references, user_ids):
-        value, n_users = uauc(user_ids, references, predictions)
+        value, n_users = user_auc(user_ids, references, predictions)
         return {"uauc": value, "n_users": n_users}

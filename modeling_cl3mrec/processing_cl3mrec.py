@@ -1,0 +1,270 @@
+"""``CL3MRecProcessor``: (user, history, item) records → the tensors ``CL3MRecModel.forward`` takes.
+
+Shaped after transformers' ``LlavaProcessor``: the processor holds the tokenizer and everything else that
+turns raw inputs into model inputs — the prompt template, the placeholder tokens, ``tokens_per_entity`` and
+``max_history`` — and is saved beside the weights (``processor_config.json``), so that
+``AutoProcessor.from_pretrained(dir, trust_remote_code=True)`` rebuilds inputs exactly as in training.
+It is the only place that renders prompts and truncates histories.
+
+Templates are plain text with ``str.format`` fields: ``{history}`` (the user's most recent liked titles),
+``{user}`` (user placeholder tokens), ``{title}`` (candidate title) and ``{item}`` (item placeholder tokens).
+The user-only fields must come before the candidate fields, so the prompt prefix is shared by every candidate
+of a user (ranking caches it). The rendered prompt ends right before the answer.
+
+A record is a mapping with ``history_titles`` (oldest first) and ``title``; templates with ``{user}`` /
+``{item}`` also need ``user_id``, ``item_id`` and ``history_item_ids`` (oldest first, same order as the titles).
+"""
+
+import string
+from collections.abc import Mapping, Sequence
+
+import torch
+from transformers import BatchFeature, ProcessorMixin
+
+USER_TOKEN = "<|user_emb|>"
+ITEM_TOKEN = "<|item_emb|>"
+HISTORY_TOKEN = "<|hist_emb|>"
+
+CONTEXT_FIELDS = ("history", "user")
+CANDIDATE_FIELDS = ("title", "item")
+ID_FIELDS = ("user", "item")
+HISTORY_SEPARATOR = ", "
+PADDING_SIDES = ("left", "right")
+
+
+def template_fields(template: str) -> list[str]:
+    """The template's field names in order; raise ``ValueError`` on unknown, positional or
+    formatted fields, on a missing ``{title}``, or on a context field after a candidate field."""
+    fields = []
+    for _, name, spec, conversion in string.Formatter().parse(template):
+        if name is None:
+            continue
+        if name not in CONTEXT_FIELDS + CANDIDATE_FIELDS:
+            raise ValueError(
+                f"prompt template field {{{name}}} is unknown; allowed: {list(CONTEXT_FIELDS + CANDIDATE_FIELDS)}"
+            )
+        if spec or conversion:
+            raise ValueError(f"prompt template field {{{name}}} must not carry a format spec or conversion")
+        fields.append(name)
+    if "title" not in fields:
+        raise ValueError("prompt template has no {title} field")
+    first_candidate = min(i for i, name in enumerate(fields) if name in CANDIDATE_FIELDS)
+    late = [name for name in fields[first_candidate:] if name in CONTEXT_FIELDS]
+    if late:
+        raise ValueError(
+            f"prompt template puts {{{late[0]}}} after {{{fields[first_candidate]}}}; "
+            "{history}/{user} must come before {title}/{item}"
+        )
+    return fields
+
+
+def template_uses_ids(template: str) -> bool:
+    """Whether the template has CF placeholders (``{user}`` or ``{item}``), i.e. needs CF id tensors."""
+    return any(name in ID_FIELDS for name in template_fields(template))
+
+
+class CL3MRecProcessor(ProcessorMixin):
+    r"""Renders, tokenises and pads CL3M-Rec prompts, with the CF id tensors of each record.
+
+    Args:
+        tokenizer: the model's tokenizer, holding the placeholder tokens (see :meth:`add_placeholder_tokens`)
+            and a pad token.
+        template (`str`): the prompt template (fields ``{history}``, ``{user}``, ``{title}``, ``{item}``).
+        tokens_per_entity (`int`, defaults to 1): placeholder tokens per user / item / history item.
+        max_history (`int`, defaults to 10): most recent history items kept (0 keeps none).
+        use_history_embeddings (`bool`): follow each history title with ``<|hist_emb|>`` placeholders
+            (templates with CF placeholders only).
+        padding_side (`"left"` or `"right"`, defaults to `"left"`): where :meth:`pad` puts padding. The model
+            reads its score at the last position, so scoring needs left padding.
+
+    Calling the processor on records returns a `BatchFeature` with ``input_ids [B, T]``,
+    ``attention_mask [B, T]`` and, for templates with CF placeholders, ``user_ids [B]``, ``item_ids [B]``,
+    ``history_item_ids [B, L]`` (the ``max_history`` most recent, left-padded with 0, most recent last,
+    L = max(1, longest history)).
+    """
+
+    def __init__(
+        self,
+        tokenizer=None,
+        template: str | None = None,
+        tokens_per_entity: int = 1,
+        max_history: int = 10,
+        use_history_embeddings: bool = False,
+        padding_side: str = "left",
+        **kwargs,
+    ):
+        if template is None:
+            raise ValueError("CL3MRecProcessor needs a prompt template")
+        self.with_ids = template_uses_ids(template)  # also validates the template
+        if tokens_per_entity < 1 or max_history < 0:
+            raise ValueError(
+                f"need tokens_per_entity >= 1 and max_history >= 0, got {tokens_per_entity}, {max_history}"
+            )
+        if padding_side not in PADDING_SIDES:
+            raise ValueError(f"padding_side must be one of {PADDING_SIDES}, got {padding_side!r}")
+        if use_history_embeddings and not self.with_ids:
+            raise ValueError("use_history_embeddings needs a template with CF placeholders ({user} / {item})")
+        if tokenizer is not None and tokenizer.pad_token_id is None:
+            raise ValueError("CL3MRecProcessor needs a tokenizer with a pad token")
+        self.template = template
+        self.tokens_per_entity = tokens_per_entity
+        self.max_history = max_history
+        self.use_history_embeddings = use_history_embeddings
+        self.padding_side = padding_side
+        super().__init__(tokenizer, **kwargs)
+
+    @classmethod
+    def from_model_config(cls, tokenizer, config, with_ids: bool | None = None, **kwargs) -> "CL3MRecProcessor":
+        """The processor of a [`CL3MRecConfig`]: its ``prompt_template`` (``with_ids``, default: the model has a
+        CF encoder) or ``text_prompt_template``, ``tokens_per_entity``, ``max_history`` and
+        ``use_history_embeddings`` (ID prompts only)."""
+        with_ids = config.cf_config is not None if with_ids is None else with_ids
+        name = "prompt_template" if with_ids else "text_prompt_template"
+        template = getattr(config, name)
+        if template is None:
+            kind = "ID" if with_ids else "text"
+            raise ValueError(f"CL3MRecConfig.{name} is not set; it is needed for {kind} prompts")
+        if with_ids and config.cf_config is None:
+            raise ValueError("ID prompts need a CL3M-Rec config with a cf_config (placeholders are filled from it)")
+        return cls(
+            tokenizer,
+            template=template,
+            tokens_per_entity=config.tokens_per_entity,
+            max_history=config.max_history,
+            use_history_embeddings=with_ids and bool(config.use_history_embeddings),
+            **kwargs,
+        )
+
+    @staticmethod
+    def add_placeholder_tokens(tokenizer, use_history_embeddings: bool = False) -> dict[str, int]:
+        """Add the placeholder special tokens to ``tokenizer``; return their ids as ``CL3MRecConfig`` fields
+        (``user_token_id``, ``item_token_id`` and, with history embeddings, ``history_token_id``)."""
+        names = {"user_token_id": USER_TOKEN, "item_token_id": ITEM_TOKEN}
+        if use_history_embeddings:
+            names["history_token_id"] = HISTORY_TOKEN
+        tokenizer.add_tokens(list(names.values()), special_tokens=True)
+        return {field: tokenizer.convert_tokens_to_ids(token) for field, token in names.items()}
+
+    def recent_history(self, history: Sequence) -> list:
+        """The ``max_history`` most recent entries of ``history`` (oldest first); ``max_history=0`` keeps none."""
+        return list(history)[-self.max_history :] if self.max_history > 0 else []
+
+    def _field_values(self, record: Mapping) -> dict[str, str]:
+        """``str.format`` values of one record."""
+        missing = [key for key in ("history_titles", "title") if key not in record]
+        if missing:
+            raise ValueError(f"prompt record is missing field(s) {missing}")
+        titles = [str(title) for title in self.recent_history(record["history_titles"])]
+        if self.use_history_embeddings:
+            titles = [f"{title} {HISTORY_TOKEN * self.tokens_per_entity}" for title in titles]
+        return {
+            "history": HISTORY_SEPARATOR.join(titles),
+            "title": str(record["title"]),
+            "user": USER_TOKEN * self.tokens_per_entity,
+            "item": ITEM_TOKEN * self.tokens_per_entity,
+        }
+
+    def render(self, record: Mapping) -> str:
+        """The prompt of one record, ending right before the answer.
+
+        Example (TALLRec ML-1M template): ``"#Question: A user has given high ratings to the following movies:
+        Heat (1995), Fargo (1996). Using all available information, ... titled Alien (1979)? ..."``
+        """
+        return self.template.format(**self._field_values(record))
+
+    def split_prompt(self, record: Mapping) -> tuple[str, str]:
+        """``(prefix, suffix)`` with ``prefix + suffix == render(record)``; the prefix is everything before the
+        first candidate field (``{title}`` / ``{item}``), so it depends on the user only."""
+        prefix_template, suffix_template = "", None
+        for literal, name, _, _ in string.Formatter().parse(self.template):
+            escaped = literal.replace("{", "{{").replace("}", "}}")
+            if suffix_template is None and name in CANDIDATE_FIELDS:
+                prefix_template += escaped
+                suffix_template = f"{{{name}}}"
+            elif suffix_template is None:
+                prefix_template += escaped + ("" if name is None else f"{{{name}}}")
+            else:
+                suffix_template += escaped + ("" if name is None else f"{{{name}}}")
+        values = self._field_values(record)
+        return prefix_template.format(**values), suffix_template.format(**values)
+
+    @staticmethod
+    def candidate_records(
+        user_record: Mapping, candidate_item_ids: Sequence[int], candidate_titles: Sequence[str]
+    ) -> list[dict]:
+        """One record per candidate: the user's record (``user_id``, history) with the candidate's id and title."""
+        if len(candidate_item_ids) != len(candidate_titles):
+            raise ValueError(
+                f"{len(candidate_item_ids)} candidate_item_ids but {len(candidate_titles)} candidate_titles"
+            )
+        return [
+            {**user_record, "item_id": int(item_id), "title": title}
+            for item_id, title in zip(candidate_item_ids, candidate_titles)
+        ]
+
+    def encode(self, records: Sequence[Mapping]) -> dict[str, list]:
+        """Unpadded features of ``records``: ``input_ids`` (one list per record, with the tokenizer's special
+        tokens) and, where the records carry them, ``user_id``, ``item_id`` and ``history_item_ids`` (the
+        ``max_history`` most recent). ID templates require the three id fields."""
+        if self.with_ids:
+            missing = [key for key in ("user_id", "item_id", "history_item_ids") if records and key not in records[0]]
+            if missing:
+                raise ValueError(f"records for a template with CF placeholders are missing field(s) {missing}")
+        prompts = [self.render(record) for record in records]
+        features = {"input_ids": self.tokenizer(prompts, add_special_tokens=True)["input_ids"]}
+        for key in ("user_id", "item_id"):
+            if records and key in records[0]:
+                features[key] = [int(record[key]) for record in records]
+        if records and "history_item_ids" in records[0]:
+            features["history_item_ids"] = [
+                [int(i) for i in self.recent_history(record["history_item_ids"])] for record in records
+            ]
+        return features
+
+    def encode_rows(self, records: Sequence[Mapping]) -> list[dict]:
+        """:meth:`encode`, as one feature dict per record (the input of :meth:`pad`)."""
+        encoded = self.encode(records)
+        return [dict(zip(encoded, values)) for values in zip(*encoded.values())]
+
+    def pad(self, features: Sequence[Mapping], padding_side: str | None = None) -> BatchFeature:
+        """Pad encoded rows (each a mapping with ``input_ids`` and, for ID templates, ``user_id``, ``item_id``,
+        ``history_item_ids``) into a `BatchFeature` of tensors (see the class docstring).
+
+        Args:
+            padding_side: ``"left"`` / ``"right"`` for ``input_ids`` (default: ``self.padding_side``); the history
+                is always left-padded with 0.
+        """
+        side = padding_side or self.padding_side
+        if side not in PADDING_SIDES:
+            raise ValueError(f"padding_side must be one of {PADDING_SIDES}, got {side!r}")
+        width = max(len(feature["input_ids"]) for feature in features)
+        input_ids = torch.full((len(features), width), self.tokenizer.pad_token_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(features), width), dtype=torch.long)
+        for row, feature in enumerate(features):
+            ids = feature["input_ids"]
+            span = slice(width - len(ids), width) if side == "left" else slice(0, len(ids))
+            input_ids[row, span] = torch.as_tensor(ids, dtype=torch.long)
+            attention_mask[row, span] = 1
+        batch = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if self.with_ids:
+            histories = [feature["history_item_ids"] for feature in features]
+            history = torch.zeros((len(features), max(1, *(len(h) for h in histories))), dtype=torch.long)
+            for row, ids in enumerate(histories):
+                if ids:
+                    history[row, history.shape[1] - len(ids) :] = torch.as_tensor(ids, dtype=torch.long)
+            batch["user_ids"] = torch.tensor([feature["user_id"] for feature in features], dtype=torch.long)
+            batch["item_ids"] = torch.tensor([feature["item_id"] for feature in features], dtype=torch.long)
+            batch["history_item_ids"] = history
+        return BatchFeature(data=batch)
+
+    def __call__(self, records: Mapping | Sequence[Mapping], padding_side: str | None = None) -> BatchFeature:
+        """Render, tokenise and pad one record or a list of records (see the class docstring for the output)."""
+        records = [records] if isinstance(records, Mapping) else list(records)
+        if not records:
+            raise ValueError("CL3MRecProcessor needs at least one record")
+        return self.pad(self.encode_rows(records), padding_side=padding_side)
+
+
+CL3MRecProcessor.register_for_auto_class("AutoProcessor")
+
+__all__ = ["CL3MRecProcessor", "HISTORY_TOKEN", "ITEM_TOKEN", "USER_TOKEN", "template_fields", "template_uses_ids"]

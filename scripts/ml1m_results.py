@@ -1,0 +1,141 @@
+"""The README's ML-1M results table: every model on valid_small (and the other half of valid), seeds averaged,
+with paired user bootstraps.
+
+    python scripts/ml1m_results.py --data runs/ml1m/data \
+        --model "MF=runs/ml1m/cf/mf" \
+        --model "CoLLM-style=runs/ml1m/collm_cie_s0,runs/ml1m/collm_cie_s1,runs/ml1m/collm_cie_s2" \
+        --model "CL3M-Rec=runs/ml1m/cl3mrec_cie_s0,runs/ml1m/cl3mrec_cie_s1,runs/ml1m/cl3mrec_cie_s2" \
+        --compare "CL3M-Rec:CoLLM-style" --compare "CL3M-Rec:MF" --other-half --out docs/results_ml1m.md
+
+A model is one directory per seed: a saved CF model (scored here, in seconds) or a ``cl3mrec train`` output
+directory (valid_small scores from its ``eval_scores.npy``, which must cover the whole split; the other half of
+valid is scored from its ``merged/`` export and cached as ``valid_rest_scores.npy``). Only valid data is read:
+the test split stays unseen. Writes a Markdown report and a JSON file beside it.
+"""
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from data_scripts.io import load_dataset_dict
+from trainers.atomic_io import staging_file, write_json_atomic, write_text_atomic
+from trainers.bootstrap import paired_bootstrap
+from trainers.metrics import ranking_report
+from trainers.model_dirs import read_model_config
+from trainers.scoring import load_scorer
+
+logger = logging.getLogger("ml1m_results")
+COLUMNS = (("auc", "AUC"), ("uauc", "UAUC"), ("warm.auc", "warm AUC"), ("cold.auc", "cold AUC"), ("warm.uauc", "warm UAUC"))
+
+
+def other_half(valid, valid_small):
+    """The rows of ``valid`` that are not in ``valid_small`` (matched on user, item and timestamp)."""
+    keys = lambda split: zip(split["user_id"], split["item_id"], split["timestamp"])  # noqa: E731
+    small = set(keys(valid_small))
+    return valid.select([index for index, key in enumerate(keys(valid)) if key not in small])
+
+
+def is_cf_model(run_dir: Path) -> bool:
+    return (run_dir / "config.json").is_file() and read_model_config(run_dir, "--model").get("model_type") == "cl3mrec_cf"
+
+
+def split_scores(run_dir: Path, split_name: str, split) -> np.ndarray:
+    """Scores ``[N]`` of one run on one split (in row order)."""
+    if is_cf_model(run_dir):
+        return load_scorer(run_dir).score(split)
+    if split_name == "valid_small":
+        rows = np.load(run_dir / "eval_rows.npy")
+        if not np.array_equal(rows, np.arange(len(split))):
+            raise SystemExit(f"{run_dir}: eval_rows.npy does not cover all {len(split)} valid_small rows")
+        return np.load(run_dir / "eval_scores.npy")
+    cache = run_dir / f"{split_name}_scores.npy"
+    if not cache.is_file():
+        logger.info("scoring %s on %d %s rows", run_dir, len(split), split_name)
+        scores = load_scorer(run_dir / "merged").score(split)
+        with staging_file(cache) as temporary, open(temporary, "wb") as handle:
+            np.save(handle, scores)
+    return np.load(cache)
+
+
+def lookup(report: dict, dotted: str):
+    for key in dotted.split("."):
+        report = (report or {}).get(key)
+    return report
+
+
+def mean_std(values: list) -> str:
+    values = [value for value in values if value is not None]
+    if not values:
+        return "–"
+    if len(values) == 1:
+        return f"{values[0]:.4f}"
+    return f"{np.mean(values):.4f} ± {np.std(values, ddof=1):.4f}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", required=True, help="DatasetDict directory with valid and valid_small")
+    parser.add_argument("--model", action="append", required=True, help="NAME=DIR[,DIR...] (one dir per seed)")
+    parser.add_argument("--compare", action="append", default=[], help="CANDIDATE:BASELINE (model names)")
+    parser.add_argument("--other-half", action="store_true", help="also score valid rows not in valid_small")
+    parser.add_argument("--resamples", type=int, default=1000)
+    parser.add_argument("--out", required=True, type=Path, help="Markdown report; a .json is written beside it")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    data = load_dataset_dict(args.data)
+    splits = {"valid_small": data["valid_small"]}
+    if args.other_half:
+        splits["valid_rest"] = other_half(data["valid"], data["valid_small"])
+    models = {}
+    for spec in args.model:
+        name, _, dirs = spec.partition("=")
+        models[name] = [Path(directory) for directory in dirs.split(",") if directory]
+
+    scores = {split: {name: [split_scores(d, split, rows) for d in dirs] for name, dirs in models.items()} for split, rows in splits.items()}
+    reports = {
+        split: {
+            name: [ranking_report(rows["user_id"], rows["label"], seed_scores, rows["warm"]) for seed_scores in runs]
+            for name, runs in scores[split].items()
+        }
+        for split, rows in splits.items()
+    }
+    comparisons = {}
+    for spec in args.compare:
+        candidate, _, baseline = spec.partition(":")
+        rows = splits["valid_small"]
+        comparisons[spec] = paired_bootstrap(
+            np.asarray(rows["user_id"]), np.asarray(rows["label"]), scores["valid_small"][baseline],
+            scores["valid_small"][candidate], args.resamples,
+        )
+
+    small = splits["valid_small"]
+    lines = [
+        f"valid_small: {len(small)} rows, {len(set(small['user_id']))} users; mean ± std over seeds (n per row).",
+        "",
+        "| model | seeds | " + " | ".join(title for _, title in COLUMNS)
+        + (" | other half AUC | other half UAUC |" if args.other_half else " |"),
+        "| --- | --- |" + " --- |" * (len(COLUMNS) + (2 if args.other_half else 0)),
+    ]
+    for name in models:
+        cells = [mean_std([lookup(report, key) for report in reports["valid_small"][name]]) for key, _ in COLUMNS]
+        if args.other_half:
+            cells += [mean_std([lookup(report, key) for report in reports["valid_rest"][name]]) for key in ("auc", "uauc")]
+        lines.append(f"| {name} | {len(models[name])} | " + " | ".join(cells) + " |")
+    if comparisons:
+        lines += ["", f"Paired user bootstrap on valid_small ({args.resamples} resamples; difference averaged over seed pairs):", ""]
+        lines += ["| candidate − baseline | AUC diff [95% CI] | UAUC diff [95% CI] |", "| --- | --- | --- |"]
+        for spec, report in comparisons.items():
+            cells = [f"{report[m]['observed']:+.4f} [{report[m]['ci95'][0]:+.4f}, {report[m]['ci95'][1]:+.4f}]" for m in ("auc", "uauc")]
+            lines.append(f"| {spec.replace(':', ' − ')} | " + " | ".join(cells) + " |")
+    write_text_atomic(args.out, "\n".join(lines) + "\n")
+    write_json_atomic(args.out.with_suffix(".json"), {"models": {n: [str(d) for d in ds] for n, ds in models.items()},
+                                                       "reports": reports, "comparisons": comparisons})
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,92 @@
+"""Checks of a model folder before anything loads it, and a fingerprint of its weights.
+
+A folder is usable when it exists, holds a ``config.json`` of the expected kind and complete weights: every
+``*.safetensors`` file must have a readable header whose tensors fill the file exactly (a truncated or corrupt
+file is named, not met later as a deep traceback). A local path that does not exist is reported as such, not
+as an invalid Hub repo id.
+"""
+
+import hashlib
+import json
+from pathlib import Path
+
+from safetensors import SafetensorError, safe_open
+
+WEIGHT_PATTERNS = ("*.safetensors", "*.bin")
+CF_MODEL_TYPE = "cl3mrec_cf"
+
+
+def read_model_config(model_dir, field: str) -> dict:
+    """``model_dir/config.json`` as a dict; raise naming ``field`` when the folder or the file is missing or bad."""
+    model_dir = Path(model_dir)
+    if not model_dir.is_dir():
+        raise FileNotFoundError(
+            f"{field}={model_dir}: no such folder; check the path (models are never downloaded here)"
+        )
+    config_path = model_dir / "config.json"
+    if not config_path.is_file():
+        raise FileNotFoundError(f"{field}={model_dir}: no config.json; is it a saved model folder?")
+    try:
+        config = json.loads(config_path.read_text())
+    except ValueError as error:
+        raise ValueError(f"{config_path}: not valid JSON ({error}); re-save or re-fetch the model") from None
+    if not isinstance(config, dict):
+        raise ValueError(f"{config_path}: expected a JSON object; re-save or re-fetch the model")
+    return config
+
+
+def weight_files(model_dir) -> list[Path]:
+    """The weight files of ``model_dir`` (safetensors or PyTorch bins), sorted by name."""
+    return sorted(path for pattern in WEIGHT_PATTERNS for path in Path(model_dir).glob(pattern))
+
+
+def check_weights(model_dir, field: str) -> None:
+    """Raise ``ValueError`` when ``model_dir`` has no weights, or a safetensors file is truncated or corrupt."""
+    files = weight_files(model_dir)
+    if not files:
+        raise ValueError(
+            f"{field}={model_dir}: config.json but no weights (*.safetensors); the folder is incomplete: "
+            "re-export, re-train or re-fetch it"
+        )
+    for path in files:
+        if path.suffix != ".safetensors":
+            continue
+        try:
+            with safe_open(str(path), framework="pt") as handle:
+                handle.keys()
+        except (SafetensorError, OSError) as error:
+            raise ValueError(
+                f"{path}: corrupt or truncated safetensors ({error}); re-export, re-train or re-fetch the model"
+            ) from None
+
+
+def require_model_dir(model_dir, field: str, model_type: str | None = None, forbid_type: str | None = None) -> dict:
+    """Check ``model_dir`` (folder, config, weights) and return its config.
+
+    Args:
+        model_type: the ``model_type`` the folder must have (e.g. ``cl3mrec_cf`` for ``cf_model_dir``).
+        forbid_type: a ``model_type`` it must not have (an LLM folder must not be one of our CF models).
+    """
+    config = read_model_config(model_dir, field)
+    found = config.get("model_type")
+    if model_type is not None and found != model_type:
+        raise ValueError(
+            f"{field}={model_dir}: holds a {found!r} model, expected {model_type!r}; "
+            + ("point it at a `cl3mrec cf train` output folder" if model_type == CF_MODEL_TYPE else "fix the path")
+        )
+    if forbid_type is not None and found == forbid_type:
+        raise ValueError(f"{field}={model_dir}: holds a {found!r} model, not a language model; fix the path")
+    check_weights(model_dir, field)
+    return config
+
+
+def weights_fingerprint(model_dir) -> str:
+    """SHA-256 over the names and bytes of ``model_dir``'s weight files: changes whenever the weights do, even
+    when a new model is saved at the same path."""
+    digest = hashlib.sha256()
+    for path in weight_files(model_dir):
+        digest.update(path.name.encode())
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 22), b""):
+                digest.update(block)
+    return digest.hexdigest()
