@@ -1,7 +1,7 @@
 """Training throughput (samples/s), model FLOPs utilisation (MFU) and peak memory per stage.
 
 The loop is the trainer's step without the Trainer around it: the stage model exactly as
-`trainers.train_cli.build_stage_model` makes it (`build_cl3mrec` + `add_lora`, then `apply_stage`), batches of
+`trainers.stage_model.build_stage_model` makes it (`build_cl3mrec` + `add_lora`, then `apply_stage`), batches of
 real ML-1M train rows from `tokenize_dataset` + `CL3MRecCollator` (random order, as Trainer's sampler),
 `model(**batch).loss` (BCE on the answer score) under bf16 autocast, `backward`, `AdamW.step`, `zero_grad`.
 
@@ -165,11 +165,12 @@ def non_embedding_parameters(language_model) -> int:
 
 
 def build_stage(args, setting: Setting):
-    """`(peft_model, tokenizer, with_ids)` as `train_cli.build_stage_model` + `apply_stage` build them."""
+    """`(peft_model, tokenizer, with_ids)` as `stage_model.build_stage_model` + `apply_stage` build them."""
     import torch
 
     from trainers.llm_loading import add_lora, build_cl3mrec
     from trainers.prompt_templates import load_template
+    from trainers.stage_model import prepare_quantized_llm
     from trainers.stages import apply_stage
 
     template = load_template(STAGE_TEMPLATES[setting.stage])
@@ -185,7 +186,9 @@ def build_stage(args, setting: Setting):
         quantization="nf4" if setting.weights == "nf4" else None,
     )
     model.language_model.set_attn_implementation(setting.attention)
-    if setting.weights != "nf4":  # a 4-bit model is placed on the GPU when loaded
+    if setting.weights == "nf4":  # a 4-bit model is placed on the GPU when loaded
+        prepare_quantized_llm(model, gradient_checkpointing=False, gradient_checkpointing_kwargs=None)
+    else:
         model = model.to(common.device())
     model = add_lora(model, dropout=setting.dropout, target_modules=args.lora_targets)
     apply_stage(model, setting.stage)

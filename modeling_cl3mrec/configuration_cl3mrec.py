@@ -1,8 +1,10 @@
 """Configuration of the CL3M-Rec model: an LLM (``text_config``) + a CF encoder (``cf_config``) + glue.
 
 Like LLaVA's config, this one *composes* the wrapped models' own configs instead of copying their
-fields; only the glue knobs (placeholder ids, projector size, answer tokens, contrastive loss) sit at
+fields; only the glue knobs (placeholder ids, projector size, answer tokens, how CF knowledge enters) sit at
 the top level. A dict ``text_config`` (from JSON) is rebuilt through ``CONFIG_MAPPING[d["model_type"]]``.
+Training-only knobs (the contrastive loss's λ and τ) live in the training arguments, and the history length
+of a prompt (``max_history``) in ``CL3MRecProcessor``: neither is saved here.
 """
 
 from transformers import AutoConfig, PretrainedConfig
@@ -30,10 +32,7 @@ class CL3MRecConfig(PretrainedConfig):
             ids are required when `cf_config` is set; the history id when `use_history_embeddings` is also set.
         yes_token_id / no_token_id (`int`): the answer tokens; the score is read from their LM-head rows.
         use_history_embeddings (`bool`): fill `<|hist_emb|>` placeholders with projected history-item embeddings.
-        max_history (`int`, defaults to 10): most recent history items rendered in a prompt.
         prompt_template / text_prompt_template (`str`): template text used with / without CF placeholders.
-        contrastive_weight (`float`): weight of the contrastive (CF vs. language view) loss in training.
-        contrastive_temperature (`float`, > 0): temperature of that InfoNCE loss.
         answer_score (`"yes"` or `"yes_minus_no"`): the score is the "Yes" logit (as CoLLM) or "Yes" − "No".
         cf_features (`"embedding"` or `"embedding_bias"`, defaults to `"embedding"`): what the projector reads per
             entity. `"embedding"` is CoLLM's bias-free CF embedding `[d]`; `"embedding_bias"` appends the entity's
@@ -63,11 +62,8 @@ class CL3MRecConfig(PretrainedConfig):
     yes_token_id: int | None = None
     no_token_id: int | None = None
     use_history_embeddings: bool = False
-    max_history: int = 10
     prompt_template: str | None = None
     text_prompt_template: str | None = None
-    contrastive_weight: float = 0.0
-    contrastive_temperature: float = 0.1
     answer_score: str = "yes"
     cf_features: str = "embedding"
     score_fusion: str = "none"
@@ -93,8 +89,6 @@ class CL3MRecConfig(PretrainedConfig):
             raise ValueError(
                 f"CL3MRecConfig.projector_hidden_factor must be >= 1, got {self.projector_hidden_factor}"
             )
-        if self.max_history < 0:
-            raise ValueError(f"CL3MRecConfig.max_history must be >= 0, got {self.max_history}")
         if self.answer_score not in ANSWER_SCORES:
             raise ValueError(f"CL3MRecConfig.answer_score must be one of {ANSWER_SCORES}, got {self.answer_score!r}")
         if self.cf_features not in CF_FEATURES:
@@ -112,12 +106,6 @@ class CL3MRecConfig(PretrainedConfig):
             raise ValueError(
                 "CL3MRecConfig.cf_features='embedding_bias' needs a CF encoder with biases (cf_config.use_bias=True)"
             )
-        if self.contrastive_temperature <= 0:
-            raise ValueError(
-                f"CL3MRecConfig.contrastive_temperature must be > 0, got {self.contrastive_temperature}"
-            )
-        if self.contrastive_weight < 0:
-            raise ValueError(f"CL3MRecConfig.contrastive_weight must be >= 0, got {self.contrastive_weight}")
         if self.yes_token_id is not None and self.yes_token_id == self.no_token_id:
             raise ValueError(
                 f"CL3MRecConfig.yes_token_id and no_token_id must differ, both are {self.yes_token_id}"

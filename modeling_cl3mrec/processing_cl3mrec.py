@@ -116,8 +116,8 @@ class CL3MRecProcessor(ProcessorMixin):
     @classmethod
     def from_model_config(cls, tokenizer, config, with_ids: bool | None = None, **kwargs) -> "CL3MRecProcessor":
         """The processor of a [`CL3MRecConfig`]: its ``prompt_template`` (``with_ids``, default: the model has a
-        CF encoder) or ``text_prompt_template``, ``tokens_per_entity``, ``max_history`` and
-        ``use_history_embeddings`` (ID prompts only)."""
+        CF encoder) or ``text_prompt_template``, ``tokens_per_entity`` and ``use_history_embeddings`` (ID prompts
+        only). ``max_history`` is the processor's own (not in the model config): pass it in ``kwargs``."""
         with_ids = config.cf_config is not None if with_ids is None else with_ids
         name = "prompt_template" if with_ids else "text_prompt_template"
         template = getattr(config, name)
@@ -130,7 +130,6 @@ class CL3MRecProcessor(ProcessorMixin):
             tokenizer,
             template=template,
             tokens_per_entity=config.tokens_per_entity,
-            max_history=config.max_history,
             use_history_embeddings=with_ids and bool(config.use_history_embeddings),
             **kwargs,
         )

@@ -8,8 +8,9 @@ with paired user bootstraps.
         --compare "CL3M-Rec:CoLLM-style" --compare "CL3M-Rec:MF" --other-half --out docs/results_ml1m.md
 
 A model is one directory per seed: a saved CF model (scored here, in seconds) or a ``cl3mrec train`` output
-directory (valid_small scores from its ``eval_scores.npy``, which must cover the whole split; the other half of
-valid is scored from its ``merged/`` export and cached as ``valid_rest_scores.npy``). Only valid data is read:
+directory (valid_small scores from its ``eval_scores.npy``; every LLM run must have scored the same rows
+(``eval_rows.npy``), and the CF models are scored on those rows too; the other half of valid is scored from the
+run's ``merged/`` export and cached as ``valid_rest_scores.npy``). Only valid data is read:
 the test split stays unseen. Writes a Markdown report and a JSON file beside it.
 """
 
@@ -42,14 +43,22 @@ def is_cf_model(run_dir: Path) -> bool:
     return (run_dir / "config.json").is_file() and read_model_config(run_dir, "--model").get("model_type") == "cl3mrec_cf"
 
 
+def scored_rows(models: dict[str, list[Path]], num_rows: int) -> np.ndarray:
+    """The valid_small rows every LLM run scored (all rows when there is none); exits if the runs differ."""
+    rows = None
+    for run_dir in (d for dirs in models.values() for d in dirs if not is_cf_model(d)):
+        run_rows = np.load(run_dir / "eval_rows.npy")
+        if rows is not None and not np.array_equal(rows, run_rows):
+            raise SystemExit(f"{run_dir} scored other valid_small rows than the runs before it")
+        rows = run_rows
+    return np.arange(num_rows) if rows is None else rows
+
+
 def split_scores(run_dir: Path, split_name: str, split) -> np.ndarray:
     """Scores ``[N]`` of one run on one split (in row order)."""
     if is_cf_model(run_dir):
         return load_scorer(run_dir).score(split)
     if split_name == "valid_small":
-        rows = np.load(run_dir / "eval_rows.npy")
-        if not np.array_equal(rows, np.arange(len(split))):
-            raise SystemExit(f"{run_dir}: eval_rows.npy does not cover all {len(split)} valid_small rows")
         return np.load(run_dir / "eval_scores.npy")
     cache = run_dir / f"{split_name}_scores.npy"
     if not cache.is_file():
@@ -87,13 +96,13 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     data = load_dataset_dict(args.data)
-    splits = {"valid_small": data["valid_small"]}
-    if args.other_half:
-        splits["valid_rest"] = other_half(data["valid"], data["valid_small"])
     models = {}
     for spec in args.model:
         name, _, dirs = spec.partition("=")
         models[name] = [Path(directory) for directory in dirs.split(",") if directory]
+    splits = {"valid_small": data["valid_small"].select(scored_rows(models, len(data["valid_small"])))}
+    if args.other_half:
+        splits["valid_rest"] = other_half(data["valid"], data["valid_small"])
 
     scores = {split: {name: [split_scores(d, split, rows) for d in dirs] for name, dirs in models.items()} for split, rows in splits.items()}
     reports = {

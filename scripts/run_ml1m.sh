@@ -72,13 +72,13 @@ out, source = Path(sys.argv[1]), sys.argv[2]
 print(f"\nResults on valid_small - {source}")
 print(f"{'model':<27} {'AUC':>7} {'UAUC':>7} {'warm AUC':>9} {'cold AUC':>9} {'rows':>6}")
 cf = json.loads((out / "cf" / "mf" / "metrics.json").read_text())["valid_small"]
-rows = [("MF (CF only)", {"eval_auc": cf["auc"], "eval_uauc": cf["uauc"], "eval_warm_auc": cf["warm"]["auc"],
-                          "eval_cold_auc": cf["cold"]["auc"], "eval_n_rows": cf["n_rows"]})]
+rows = [("MF (CF only)", cf)]  # a CF run's metrics.json and a stage's eval_results.json: {split: ranking_report}
 for name in ("zero_shot", "tallrec_lora", "collm_cie", "cl3mrec_cie", "collm_cie_fused", "cl3mrec_cie_fused",
              "collm_cie_fused_lightgcn", "cl3mrec_cie_fused_lightgcn"):
-    rows.append((name, json.loads((out / name / "eval_results.json").read_text())))
+    rows.append((name, json.loads((out / name / "eval_results.json").read_text())["valid_small"]))
 fmt = lambda v: f"{v:.4f}" if isinstance(v, float) else "n/a"
 for name, m in rows:
-    print(f"{name:<27} {fmt(m.get('eval_auc')):>7} {fmt(m.get('eval_uauc')):>7} {fmt(m.get('eval_warm_auc')):>9} "
-          f"{fmt(m.get('eval_cold_auc')):>9} {int(m.get('eval_n_rows', 0)):>6}")
+    warm, cold = m.get("warm") or {}, m.get("cold") or {}
+    print(f"{name:<27} {fmt(m.get('auc')):>7} {fmt(m.get('uauc')):>7} {fmt(warm.get('auc')):>9} "
+          f"{fmt(cold.get('auc')):>9} {int(m.get('n_rows', 0)):>6}")
 PY

@@ -98,7 +98,6 @@ def make_cl3mrec(tiny_llm_dirs, make_tiny_cf_config):
 
     def make(arch: str = "llama", encoder_type: str | None = "mf", seed: int = 0, **build_kwargs):
         torch.manual_seed(seed)
-        build_kwargs.setdefault("max_history", 5)
         cf_config = make_tiny_cf_config(encoder_type) if encoder_type is not None else None
         model, tokenizer = build_cl3mrec(
             tiny_llm_dirs[arch],

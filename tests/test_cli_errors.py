@@ -181,7 +181,7 @@ def test_bad_data_import_is_one_clear_error(case, tmp_path, caplog):
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
     """Synthetic data, a saved MF model and a tiny Llama (built once, a few seconds)."""
-    from trainers.train_cli import prepare_pipeline_inputs
+    from trainers.smoke_pipeline import prepare_pipeline_inputs
 
     root = tmp_path_factory.mktemp("errors")
     spec = {"data": {"num_users": 12, "num_items": 20, "interactions_per_user": 12},

@@ -74,7 +74,7 @@ def test_user_text_is_mean_over_the_latest_history():
     user_ids = np.array([1, 1, 2, 3])
     timestamps = np.array([20, 10, 5, 5])  # user 1's latest row is the first one
     histories = [[4, 1, 2], [4], [3], []]
-    users, valid = user_text_table(items, has_text, user_ids, timestamps, histories, num_users=5, max_history=2)
+    users, valid = user_text_table(items, has_text, user_ids, timestamps, histories, 5, lambda history: history[-2:])
     assert torch.allclose(users[1], torch.tensor([0.5, 1.0]))  # items 1 and 2: the 2 most recent of row 0
     assert valid.tolist() == [False, True, False, False, False]  # user 2: untitled item only; user 3: no history
 
@@ -115,3 +115,12 @@ def test_alignment_learns_full_table_retrieval(make_cl3mrec, alignment_dim):
     assert after["item_recall@3_chance"] == pytest.approx(3 / 12)
     assert after["item_recall@3"] >= 0.9 > before
     assert np.mean(losses[-10:]) < 0.6 * np.mean(losses[:10])
+
+
+def test_text_views_are_centred_over_valid_rows():
+    items = torch.tensor([[10.0, 1.0], [10.0, 3.0], [99.0, 99.0]])
+    users = torch.tensor([[5.0, 5.0], [7.0, 5.0]])
+    views = TextViews(items, torch.tensor([True, True, False]), users, torch.tensor([True, True]))
+    assert torch.allclose(views.items[:2], torch.tensor([[0.0, -1.0], [0.0, 1.0]]))
+    assert torch.allclose(views.users, torch.tensor([[-1.0, 0.0], [1.0, 0.0]]))
+    assert items[0, 0] == 10.0  # the caller's tensors are left alone

@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from trainers import train_cli
+from trainers import stage_run
+from trainers.smoke_pipeline import prepare_pipeline_inputs
 from trainers.cli import main
 from trainers.run_state import STAGE_COMPLETE_FILE, newest_complete_checkpoint
 
@@ -32,7 +33,7 @@ METRICS = ("eval_auc", "eval_uauc", "eval_loss")
 def workspace(tmp_path_factory):
     """Synthetic data + MF + tiny Llama, and a stage YAML (text-only ``lora``, 8 steps, a checkpoint every 2)."""
     root = tmp_path_factory.mktemp("interrupted")
-    train_cli.prepare_pipeline_inputs(SPEC, root, seed=0)
+    prepare_pipeline_inputs(SPEC, root, seed=0)
     stage = {
         "llm_path": str(root / "llm"), "data_dir": str(root / "data"), "text_cache_dir": str(root / "cache"),
         "stage": "lora", "template": "tallrec_ml1m", "do_train": True, "max_history": 4,
@@ -83,8 +84,8 @@ def assert_rerun_matches(workspace, output_dir, reference):
 KILL_POINTS = {
     "during a training step": ("trainers.trainer", "CL3MRecTrainer.compute_loss", "before:5"),
     "during a checkpoint save": ("transformers", "Trainer._save_rng_state", "before:2"),
-    "during the export": ("trainers.train_cli", "save_merged", "after:1"),
-    "after the export, before the card": ("trainers.train_cli", "write_model_card", "before:1"),
+    "during the export": ("trainers.stage_run", "save_merged", "after:1"),
+    "after the export, before the card": ("trainers.stage_run", "write_model_card", "before:1"),
 }
 
 
@@ -132,7 +133,7 @@ def test_full_disk_during_export_leaves_the_stage_unfinished(workspace, referenc
     def no_space(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device", str(out / "merged"))
 
-    monkeypatch.setattr(train_cli, "save_merged", no_space)
+    monkeypatch.setattr(stage_run, "save_merged", no_space)
     assert main(train_argv(workspace, out)) == 2
     assert (out / "eval_results.json").is_file()  # the old "done" signal exists ...
     assert not (out / STAGE_COMPLETE_FILE).exists() and not (out / "merged").exists()  # ... the real one does not
@@ -150,19 +151,24 @@ def test_next_stage_refuses_an_unfinished_init_from(workspace, tmp_path, caplog)
     assert f"init_from={unfinished}" in caplog.text and STAGE_COMPLETE_FILE in caplog.text
 
 
+RUNNER_STAGES = ("zero_shot", "tallrec_lora", "collm_cie", "cl3mrec_cie", "collm_cie_fused", "cl3mrec_cie_fused",
+                 "collm_cie_fused_lightgcn", "cl3mrec_cie_fused_lightgcn")  # every stage of scripts/run_ml1m.sh
+
+
 def test_runner_reruns_a_stage_without_its_completion_mark(tmp_path):
     """``scripts/run_ml1m.sh`` skips a stage only by ``stage_complete.json``, and resumes the others."""
     out, llm, log = tmp_path / "out", tmp_path / "llm", tmp_path / "calls.log"
-    for folder in (out / "data", out / "cf" / "mf", llm):
+    for folder in (out / "data", out / "cf" / "mf", out / "cf" / "lightgcn", llm):
         folder.mkdir(parents=True)
     (out / "data" / "stats.json").write_text("{}")
-    (out / "cf" / "mf" / "config.json").write_text("{}")
     metrics = {"auc": 0.5, "uauc": 0.5, "warm": {"auc": 0.5}, "cold": {"auc": 0.5}, "n_rows": 1}
-    (out / "cf" / "mf" / "metrics.json").write_text(json.dumps({"valid_small": metrics}))
+    for encoder in ("mf", "lightgcn"):
+        (out / "cf" / encoder / "config.json").write_text("{}")
+        (out / "cf" / encoder / "metrics.json").write_text(json.dumps({"valid_small": metrics}))
     (llm / "config.json").write_text("{}")
-    for name in ("zero_shot", "tallrec_lora", "collm_cie", "cl3mrec_cie"):
+    for name in RUNNER_STAGES:
         (out / name).mkdir()
-        (out / name / "eval_results.json").write_text('{"eval_auc": 0.5}')
+        (out / name / "eval_results.json").write_text(json.dumps({"valid_small": metrics}))
         if name != "tallrec_lora":  # tallrec_lora was interrupted after its evaluation
             (out / name / STAGE_COMPLETE_FILE).write_text("{}")
     fake = tmp_path / "fake_cl3mrec"
@@ -171,8 +177,9 @@ def test_runner_reruns_a_stage_without_its_completion_mark(tmp_path):
     env = {**os.environ, "DATA": str(tmp_path / "no_data"), "OUT": str(out), "LLM": str(llm), "CL3MREC": str(fake),
            "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     completed = subprocess.run(["bash", "scripts/run_ml1m.sh"], cwd=REPO, env=env, capture_output=True, text=True)
-    for name in ("zero_shot", "collm_cie", "cl3mrec_cie"):  # (the results table after them is not under test)
+    for name in set(RUNNER_STAGES) - {"tallrec_lora"}:
         assert f"== {name}: done already" in completed.stdout, completed.stderr
+    assert completed.returncode == 0 and "cl3mrec_cie_fused_lightgcn   0.5000" in completed.stdout  # the table
     calls = log.read_text().splitlines()
     assert len(calls) == 1 and "configs/ml1m/tallrec_lora.yaml" in calls[0]
     assert "resume_from_checkpoint=true" in calls[0]

@@ -10,8 +10,8 @@ from trainers.prompt_dataset import CL3MRecCollator, length_grouped_batches, tok
 
 
 def test_tokenize_dataset_columns_and_history(make_cl3mrec, tiny_rows):
-    model, tokenizer = make_cl3mrec("llama", "mf", use_history_embeddings=True, max_history=3)
-    tokenized = tokenize_dataset(tiny_rows, CL3MRecProcessor.from_model_config(tokenizer, model.config))
+    model, tokenizer = make_cl3mrec("llama", "mf", use_history_embeddings=True)
+    tokenized = tokenize_dataset(tiny_rows, CL3MRecProcessor.from_model_config(tokenizer, model.config, max_history=3))
     columns = {"input_ids", "user_id", "item_id", "history_item_ids", "label", "warm", "length"}
     assert set(tokenized.column_names) == columns
     for row, source in zip(tokenized, tiny_rows):
@@ -23,9 +23,9 @@ def test_tokenize_dataset_columns_and_history(make_cl3mrec, tiny_rows):
 
 def test_short_history_renders_every_item(make_cl3mrec, tiny_rows):
     """Histories shorter than max_history keep all their items (one placeholder each)."""
-    model, tokenizer = make_cl3mrec("llama", "mf", use_history_embeddings=True, max_history=10)
+    model, tokenizer = make_cl3mrec("llama", "mf", use_history_embeddings=True)
     rows = tiny_rows.filter(lambda row: 0 < len(row["history_item_ids"]) < 10)
-    tokenized = tokenize_dataset(rows, CL3MRecProcessor.from_model_config(tokenizer, model.config))
+    tokenized = tokenize_dataset(rows, CL3MRecProcessor.from_model_config(tokenizer, model.config, max_history=10))
     counts = [ids.count(model.config.history_token_id) for ids in tokenized["input_ids"]]
     assert counts == [len(ids) for ids in rows["history_item_ids"]]
 
@@ -44,7 +44,7 @@ def test_collator_left_pads(make_cl3mrec, tiny_rows):
     assert batch["history_item_ids"].shape == (4, 2)
     assert batch["history_item_ids"][0].tolist() == [0, 0]  # empty history: all padding
     assert batch["history_item_ids"][1].tolist() == tiny_rows[1]["history_item_ids"][-2:]
-    text_processor = CL3MRecProcessor.from_model_config(tokenizer, model.config, with_ids=False)
+    text_processor = CL3MRecProcessor.from_model_config(tokenizer, model.config, with_ids=False, max_history=5)
     text_batch = CL3MRecCollator(text_processor)(list(tokenized))
     assert set(text_batch) == {"input_ids", "attention_mask", "labels"}
 
@@ -59,7 +59,7 @@ def test_length_grouped_batches():
 @pytest.mark.parametrize("encoder_type", [None, "mf"])
 def test_scorer_keeps_row_order(make_cl3mrec, tiny_rows, encoder_type):
     model, tokenizer = make_cl3mrec("qwen2", encoder_type)
-    processor = CL3MRecProcessor.from_model_config(tokenizer, model.config)
+    processor = CL3MRecProcessor.from_model_config(tokenizer, model.config, max_history=5)
     scorer = CL3MRecScorer(model, processor, batch_size=5, use_bf16=False, show_progress=False)
     scores = scorer.score(tiny_rows)
     assert scores.shape == (len(tiny_rows),) and scorer.last_rows_per_second > 0
@@ -75,12 +75,12 @@ def test_scorer_keeps_row_order(make_cl3mrec, tiny_rows, encoder_type):
 def test_scorer_loads_exports_without_a_saved_processor(make_cl3mrec, tiny_rows, tmp_path):
     """Models exported before processors were saved (weights + tokenizer only) get one from their config."""
     model, tokenizer = make_cl3mrec("llama", "mf")
+    model.config.max_history = 5  # such configs still carried the history length
     model.save_pretrained(tmp_path)
     tokenizer.save_pretrained(tmp_path)
     assert not (tmp_path / "processor_config.json").exists()
     rows = tiny_rows.select(range(6))
-    expected = CL3MRecScorer(
-        model, CL3MRecProcessor.from_model_config(tokenizer, model.config), use_bf16=False, show_progress=False
-    ).score(rows)
+    processor = CL3MRecProcessor.from_model_config(tokenizer, model.config, max_history=5)
+    expected = CL3MRecScorer(model, processor, use_bf16=False, show_progress=False).score(rows)
     loaded = CL3MRecScorer.from_pretrained(tmp_path, device="cpu", use_bf16=False, show_progress=False)
     np.testing.assert_allclose(loaded.score(rows), expected, atol=1e-5)

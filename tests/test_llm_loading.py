@@ -54,7 +54,7 @@ def test_lora_regex_targets_only_the_llm():
 @pytest.mark.parametrize("arch", ["llama", "qwen2"])
 def test_lora_merge_keeps_scores(make_cl3mrec, tiny_rows, tmp_path, arch):
     model, tokenizer = make_cl3mrec(arch, "mf")
-    processor = CL3MRecProcessor.from_model_config(tokenizer, model.config)
+    processor = CL3MRecProcessor.from_model_config(tokenizer, model.config, max_history=5)
     rows = tiny_rows.select(range(8))
     base_scores = CL3MRecScorer(model, processor, use_bf16=False, show_progress=False).score(rows)
     peft_model = add_lora(model, r=4, alpha=8, dropout=0.0)

@@ -13,9 +13,6 @@ LLM_CONFIG = {
     "tokens_per_entity": 2,
     "use_history_embeddings": True,
     "answer_score": "yes_minus_no",
-    "contrastive_weight": 0.25,
-    "contrastive_temperature": 0.07,
-    "max_history": 10,
     "text_config": {"model_type": "llama", "hidden_size": 576, "_name_or_path": "/tmp/smollm2-135m"},
     "cf_config": {"model_type": "cl3mrec_cf", "encoder_type": "lightgcn", "hidden_size": 64, "num_users": 839},
 }
@@ -33,9 +30,14 @@ def report(auc, uauc, cold_auc=None):
     }
 
 
-def make_dir(path: Path, config: dict, eval_results=None, summary=None) -> Path:
+CIE_RECIPE = [{"stage": "lora"}, {"stage": "cie", "contrastive_weight": 0.25, "contrastive_temperature": 0.07}]
+
+
+def make_dir(path: Path, config: dict, eval_results=None, summary=None, processor_config=None) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     (path / "config.json").write_text(json.dumps(config))
+    if processor_config is not None:
+        (path / "processor_config.json").write_text(json.dumps(processor_config))
     if eval_results is not None:
         (path / "eval_results.json").write_text(json.dumps(eval_results))
     if summary is not None:
@@ -49,7 +51,8 @@ def results_by_key(card: ModelCard) -> dict:
 
 def test_card_metadata_round_trips_per_split_results(tmp_path):
     evals = {"valid_small": report(0.7111, 0.6611, cold_auc=0.6), "valid": report(0.7222, 0.6722)}
-    model_dir = make_dir(tmp_path / "m", LLM_CONFIG, evals, {"stage_recipe": ["lora", "cie"], "train_runtime_s": 42})
+    summary = {"stage_recipe": CIE_RECIPE, "train_runtime_s": 42}
+    model_dir = make_dir(tmp_path / "m", LLM_CONFIG, evals, summary, processor_config={"max_history": 10})
     path = write_model_card(
         model_dir, base_model="HuggingFaceTB/SmolLM2-135M-Instruct", datasets=["ml-1m"], repo_id="org/rec"
     )
@@ -58,6 +61,7 @@ def test_card_metadata_round_trips_per_split_results(tmp_path):
         "README.md",
         "config.json",
         "eval_results.json",
+        "processor_config.json",
         "training_summary.json",
     ]  # the temporary file of the atomic write is gone
     assert path.stat().st_mode & 0o777 == 0o644
@@ -85,7 +89,7 @@ def test_card_metadata_round_trips_per_split_results(tmp_path):
     assert "| valid_small | all | 0.7111 | 0.6611 | 100 | 9 |" in text
     assert "| valid | cold | n/a | n/a | 20 | 0 |" in text
     assert "| 2 | `cie` | contrastive_weight = 0.25, contrastive_temperature = 0.07 |" in text
-    assert "λ = 0.25, τ = 0.07" in text
+    assert "at most 10 history items" in text
     assert '"Yes" − "No" logit' in text
     assert 'pipeline("cl3mrec-scoring", model="org/rec", trust_remote_code=True)' in text
     assert 'AutoProcessor.from_pretrained("org/rec", trust_remote_code=True)' in text
@@ -103,7 +107,8 @@ def test_flat_report_from_file_gets_default_split_and_local_base_model_is_kept_o
     results = results_by_key(ModelCard(str(card)))
     assert results[("valid_small", "roc_auc", "all")] == pytest.approx(0.7)
     assert {split for split, _, _ in results} == {"valid_small"}
-    assert "| 1 | `lora` |" in card.text and "| 2 | `cie` | contrastive_weight = 0.25" in card.text
+    assert "| 1 | `lora` | defaults |" in card.text and "| 2 | `cie` | defaults |" in card.text
+    assert "history items" not in card.text  # no processor_config.json: the card does not guess max_history
     assert card.data.model_name == "m"
 
 

@@ -23,7 +23,7 @@ def how_to_use_code(card_text: str) -> str:
 def test_llm_card_snippet_runs(make_cl3mrec, run_without_repo, tmp_path, encoder_type):
     model, tokenizer = make_cl3mrec("llama", encoder_type, use_history_embeddings=encoder_type is not None)
     model_dir = tmp_path / "model"
-    save_merged(model, CL3MRecProcessor.from_model_config(tokenizer, model.config), model_dir)
+    save_merged(model, CL3MRecProcessor.from_model_config(tokenizer, model.config, max_history=5), model_dir)
     code = how_to_use_code(write_model_card(model_dir).read_text())
     assert f'pipeline("cl3mrec-scoring", model="{model_dir}"' in code
     stdout = run_without_repo(code)

@@ -9,7 +9,7 @@ from trainers.prompt_dataset import CL3MRecCollator, tokenize_dataset
 
 
 def _batch(model, tokenizer, rows, with_ids=True, size=4):
-    processor = CL3MRecProcessor.from_model_config(tokenizer, model.config, with_ids=with_ids)
+    processor = CL3MRecProcessor.from_model_config(tokenizer, model.config, with_ids=with_ids, max_history=5)
     return CL3MRecCollator(processor)(list(tokenize_dataset(rows.select(range(size)), processor)))
 
 
@@ -40,7 +40,6 @@ def test_config_round_trip(make_tiny_cf_config, tmp_path, tiny_llama_dir):
     [
         ({"tokens_per_entity": 0}, "tokens_per_entity"),
         ({"answer_score": "maybe"}, "answer_score"),
-        ({"contrastive_temperature": -1.0}, "contrastive_temperature"),
         ({"no_token_id": 5}, "yes_token_id and no_token_id"),
         ({"item_token_id": None}, "item_token_id"),
         ({"use_history_embeddings": True}, "history_token_id"),

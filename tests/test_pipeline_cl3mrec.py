@@ -17,7 +17,7 @@ DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.i
 @pytest.mark.parametrize("encoder_type", ["mf", None])
 def test_pipeline_scores_and_ranks(make_cl3mrec, tiny_rows, encoder_type, device):
     model, tokenizer = make_cl3mrec("qwen2", encoder_type, use_history_embeddings=encoder_type is not None)
-    processor = CL3MRecProcessor.from_model_config(tokenizer, model.config)
+    processor = CL3MRecProcessor.from_model_config(tokenizer, model.config, max_history=5)
     rows = tiny_rows.select(range(10))
     expected = CL3MRecScorer(model, processor, batch_size=4, use_bf16=False, show_progress=False).score(rows)
     recommender = pipeline("cl3mrec-scoring", model=model, processor=processor, device=device)
@@ -38,7 +38,7 @@ def test_pipeline_scores_and_ranks(make_cl3mrec, tiny_rows, encoder_type, device
 
 def test_pipeline_refuses_bad_calls(make_cl3mrec, tiny_rows):
     model, tokenizer = make_cl3mrec("llama", "mf")
-    processor = CL3MRecProcessor.from_model_config(tokenizer, model.config)
+    processor = CL3MRecProcessor.from_model_config(tokenizer, model.config, max_history=5)
     recommender = pipeline("cl3mrec-scoring", model=model, processor=processor, device="cpu")
     with pytest.raises(ValueError, match="top_k needs candidates"):
         recommender(tiny_rows[0], top_k=2)

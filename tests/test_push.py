@@ -52,8 +52,6 @@ def make_model_dir(path: Path) -> Path:
             "cl3mrec-scoring": {"impl": "pipeline_cl3mrec.CL3MRecScoringPipeline", "pt": ["AutoModel"]}
         },
         "tokens_per_entity": 1,
-        "contrastive_weight": 0.2,
-        "contrastive_temperature": 0.1,
         "text_config": {"model_type": "llama", "hidden_size": 16},
         "cf_config": {"model_type": "cl3mrec_cf", "encoder_type": "mf", "hidden_size": 8, "num_users": 5},
     }

@@ -59,7 +59,6 @@ def build_model(
         text_config=text_config,
         tokens_per_entity=tokens_per_entity,
         use_history_embeddings=use_history_embeddings,
-        max_history=4,
         prompt_template=CF_TEMPLATE if with_cf else None,
         text_prompt_template=TEXT_TEMPLATE,
         yes_token_id=tokenizer.convert_tokens_to_ids("Yes"),
@@ -73,7 +72,7 @@ def build_model(
         with torch.no_grad():
             for parameter in list(model.projector.parameters()) + list(model.cf_encoder.parameters()):
                 parameter.normal_(0.0, 0.5)
-    return model, CL3MRecProcessor.from_model_config(tokenizer, config)
+    return model, CL3MRecProcessor.from_model_config(tokenizer, config, max_history=4)
 
 
 def prompt_ids(processor):
@@ -89,7 +88,7 @@ def pair_by_pair(model, processor):
         for item_id, seq in zip(CANDIDATE_IDS, ids):
             inputs = {"input_ids": torch.tensor([seq])}
             if model.config.use_cf:
-                history = USER_ROW["history_item_ids"][-model.config.max_history :]
+                history = USER_ROW["history_item_ids"][-processor.max_history :]
                 inputs.update(
                     user_ids=torch.tensor([USER_ROW["user_id"]]),
                     item_ids=torch.tensor([item_id]),
@@ -187,7 +186,7 @@ def test_ranker_matches_scorer_on_bundled_templates(make_cl3mrec, tiny_rows, arc
     from trainers.llm_scoring import CL3MRecScorer
 
     model, tokenizer = make_cl3mrec(arch, encoder_type=encoder_type)
-    processor = CL3MRecProcessor.from_model_config(tokenizer, model.config)
+    processor = CL3MRecProcessor.from_model_config(tokenizer, model.config, max_history=5)
     user_row = tiny_rows[7]
     items = list(range(1, 13))
     titles = [f"Movie {i} ({1980 + i})" + " sequel" * (i % 3) for i in items]

@@ -47,7 +47,7 @@ def test_remote_code_round_trip(make_cl3mrec, run_without_repo, tiny_rows, tmp_p
     model, tokenizer = make_cl3mrec(arch, encoder_type, tokens_per_entity=2, use_history_embeddings=True)
     with torch.no_grad():
         model.projector.linear_2.bias.normal_()  # a non-default value that must survive the round trip
-    processor = CL3MRecProcessor.from_model_config(tokenizer, model.config)
+    processor = CL3MRecProcessor.from_model_config(tokenizer, model.config, max_history=5)
     model_dir = tmp_path / "model"
     save_merged(model, processor, model_dir)
     saved = json.loads((model_dir / "config.json").read_text())

@@ -95,7 +95,7 @@ def _tiny_peft_batch(make_cl3mrec, tiny_rows, stage):
             if "lora_B" in name:
                 param.normal_(std=0.5)  # B starts at zero: make the adapter matter
     apply_stage(peft_model, stage)
-    processor = CL3MRecProcessor.from_model_config(tokenizer, model.config)
+    processor = CL3MRecProcessor.from_model_config(tokenizer, model.config, max_history=5)
     features = tokenize_dataset(tiny_rows.select(range(4)), processor).to_list()
     return peft_model, CL3MRecCollator(processor)(features)
 
@@ -191,3 +191,15 @@ def test_fusion_weight_and_alignment_heads_train_with_the_projector(make_cl3mrec
     assert counts["lora"]["trainable"] == 0
     apply_stage(peft_model, "lora")
     assert {parameter_group(name) for name in trainable_parameter_names(peft_model)} == {"lora"}
+
+
+@pytest.mark.parametrize(("cuda", "given", "expected"), [(False, None, True), (True, None, False), (True, True, True)])
+def test_use_cpu_defaults_to_the_cpu_only_without_a_gpu(monkeypatch, cuda, given, expected):
+    """No ``use_cpu`` in a YAML: the GPU when CUDA is there (mocked here), else the CPU; an explicit value wins."""
+    from transformers import TrainingArguments
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    if cuda:  # Trainer's own device set-up would really call CUDA: only the choice is under test
+        monkeypatch.setattr(TrainingArguments, "__post_init__", lambda self: None)
+    args = CL3MRecTrainingArguments(output_dir="o", **({} if given is None else {"use_cpu": given}))
+    assert args.use_cpu is expected

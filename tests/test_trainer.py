@@ -1,12 +1,15 @@
 """CL3MRecTrainer on a tiny random Llama: loss terms, staged freezing, evaluation metrics, resume."""
 
 import contextlib
+import json
 
 import numpy as np
 import pytest
 import torch
 
-from trainers.train_cli import build_stage, prepare_pipeline_inputs, run_stage
+from trainers.smoke_pipeline import prepare_pipeline_inputs
+from trainers.stage_run import run_stage
+from trainers.stage_setup import build_stage
 from trainers.training_args import parse_config
 
 SPEC = {
@@ -149,6 +152,14 @@ def test_run_stage_writes_results_scores_and_merged_model(workspace, tmp_path):
     assert scores.shape == (48,) and np.isfinite(scores).all()
     assert (out / "merged" / "config.json").is_file() and (out / "merged" / "eval_results.json").is_file()
     assert "eval_auc" in metrics
+    # One shape of eval_results.json in both places: {split: ranking_report + the stage's other eval metrics}.
+    stage_results = json.loads((out / "eval_results.json").read_text())
+    assert stage_results == json.loads((out / "merged" / "eval_results.json").read_text())
+    report = stage_results["valid_small"]
+    assert list(stage_results) == ["valid_small"] and not [key for key in report if key.startswith("eval_")]
+    assert report["auc"] == pytest.approx(metrics["eval_auc"]) and report["warm"]["auc"] == pytest.approx(
+        metrics["eval_warm_auc"])
+    assert {"loss", "loss/rec", "align_item_recall@10"} <= set(report) and "warm_auc" not in report
 
 
 def test_best_checkpoint_by_eval_auc_and_early_stopping(workspace, tmp_path):
@@ -173,7 +184,6 @@ def test_best_checkpoint_by_eval_auc_and_early_stopping(workspace, tmp_path):
 
 
 def test_run_stage_resumes_from_the_last_checkpoint(workspace, tmp_path):
-    import json
 
     common = {"save_strategy": "steps", "save_steps": 2, "max_eval_samples": 16}
     run_stage(*stage_args(workspace, tmp_path / "r", max_steps=2, **common))

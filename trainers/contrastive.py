@@ -19,6 +19,7 @@ view depends on the row (its history, for sequential encoders), so there is no u
 against; the user text table is the mean text view of the items in the user's last train history.
 """
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -44,7 +45,10 @@ class ContrastiveResult:
 
 @dataclass
 class TextViews:
-    """The frozen LLM's text view of every entity, fixed for a run.
+    """The frozen LLM's text view of every entity, fixed for a run; stored **centred** (the mean of the valid rows
+    subtracted). Mean-pooled LLM states are anisotropic: on ML-1M with SmolLM2-135M the mean title vector has norm
+    40.3 of the rows' 41.6, every pair of titles has cosine 0.93 ± 0.03, and a cosine InfoNCE over them has almost
+    nothing to tell apart; centred, the cosines are 0.00 ± 0.29.
 
     Attributes:
         items `[num_items, H]`: mean-pooled title representations (:func:`trainers.text_representations.item_text_table`).
@@ -58,6 +62,12 @@ class TextViews:
     item_valid: torch.Tensor
     users: torch.Tensor
     user_valid: torch.Tensor
+
+    def __post_init__(self):
+        if self.item_valid.any():
+            self.items = self.items - self.items[self.item_valid].mean(dim=0)
+        if self.user_valid.any():
+            self.users = self.users - self.users[self.user_valid].mean(dim=0)
 
     def to(self, device) -> "TextViews":
         return TextViews(*(tensor.to(device) for tensor in (self.items, self.item_valid, self.users, self.user_valid)))
@@ -115,9 +125,13 @@ def to_alignment_space(model, cf_view: torch.Tensor | None, text_view: torch.Ten
 
 
 def item_alignment_tables(model, views: TextViews) -> tuple[torch.Tensor, torch.Tensor]:
-    """CF and text views of every item in the alignment space: ``(cf [num_items, D], text [num_items, D])``."""
+    """CF and text views of every item in the alignment space: ``(cf [num_items, D], text [num_items, D])``. The CF
+    view is centred over the valid items like the text view (the projector's output shares a large common part
+    too)."""
     all_items = torch.arange(views.items.shape[0], device=views.items.device)
-    return to_alignment_space(model, project_entities(model, model.item_features(all_items)), views.items)
+    cf_items = project_entities(model, model.item_features(all_items))  # [N, H]
+    cf_items = cf_items - cf_items[views.item_valid].mean(dim=0)
+    return to_alignment_space(model, cf_items, views.items)
 
 
 def contrastive_alignment(
@@ -183,14 +197,14 @@ def user_text_table(
     timestamps: np.ndarray,
     histories: list,
     num_users: int,
-    max_history: int,
+    recent_history: Callable[[Sequence], list],
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Each user's text view: the mean text view of the items in the user's **last** history (latest row).
 
     Args:
         item_text `[num_items, H]`, item_has_text `[num_items]` bool: the item text table.
         user_ids `[R]`, timestamps `[R]`, histories (R lists of item ids, oldest first): rows of a train split.
-        max_history: only the most recent ``max_history`` items count, as in the prompt.
+        recent_history: the history cut the prompt uses (``CL3MRecProcessor.recent_history``).
 
     Returns:
         ``(users [num_users, H], valid [num_users] bool)`` — a user without a titled history item is invalid.
@@ -200,7 +214,7 @@ def user_text_table(
     order = np.lexsort((np.arange(len(user_ids)), np.asarray(timestamps)))  # by time; file order breaks ties
     latest = {int(user_ids[row]): row for row in order}
     for user, row in latest.items():
-        recent = torch.as_tensor(list(histories[row])[-max_history:] if max_history else [], dtype=torch.long)
+        recent = torch.as_tensor(recent_history(histories[row]), dtype=torch.long)
         recent = recent[item_has_text[recent]] if recent.numel() else recent
         if recent.numel():
             users[user] = item_text[recent].mean(dim=0)

@@ -56,7 +56,6 @@ def build_cl3mrec(
     text_prompt_template: str | None = None,
     tokens_per_entity: int = 1,
     use_history_embeddings: bool = False,
-    max_history: int = 10,
     answer_words: tuple[str, str] = ("Yes", "No"),
     answer_score: str = "yes",
     quantization: str | None = None,
@@ -74,7 +73,7 @@ def build_cl3mrec(
         answer_words: the "Yes" / "No" words; each must be one token.
         quantization: None or "nf4" (QLoRA; CUDA + bitsandbytes only).
         dtype: dtype of the LLM weights; the projector and CF encoder stay float32.
-        config_kwargs: further `CL3MRecConfig` glue fields (e.g. `contrastive_weight`).
+        config_kwargs: further `CL3MRecConfig` glue fields (e.g. `score_fusion`).
     """
     tokenizer = AutoTokenizer.from_pretrained(llm_path)
     tokenizer.padding_side = "left"
@@ -100,7 +99,6 @@ def build_cl3mrec(
         cf_config=cf_config,
         tokens_per_entity=tokens_per_entity,
         use_history_embeddings=use_history_embeddings,
-        max_history=max_history,
         prompt_template=prompt_template,
         text_prompt_template=text_prompt_template,
         yes_token_id=answer_token_id(tokenizer, answer_words[0]),
@@ -169,12 +167,29 @@ def export_merged(peft_model, processor, out_dir) -> Path:
     return Path(out_dir)
 
 
+def is_quantized(model) -> bool:
+    """Whether the LLM of ``model`` (a `CL3MRecModel` or a PEFT wrapper of one) holds 4-bit / 8-bit bitsandbytes
+    weights."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return any(getattr(base.language_model, flag, False) for flag in ("is_loaded_in_4bit", "is_loaded_in_8bit"))
+
+
 def save_merged(peft_model, processor, directory) -> None:
     """Merge LoRA (in place) and save into `directory` (not atomic: use :func:`export_merged`, or write into a
     :func:`trainers.atomic_io.staging_dir`): the plain `CL3MRecModel` (safetensors, `auto_map`), its
     `CL3MRecProcessor` (tokenizer + `processor_config.json`) and the `cl3mrec-scoring` pipeline
     (`custom_pipelines` in `config.json` + its code), so that `AutoModel`, `AutoProcessor` and
-    `pipeline("cl3mrec-scoring", model=directory)` load it with `trust_remote_code=True`."""
+    `pipeline("cl3mrec-scoring", model=directory)` load it with `trust_remote_code=True`.
+
+    Raises:
+        ValueError: the LLM is quantized (QLoRA): merge into the LLM reloaded unquantized instead
+            (:func:`trainers.stage_model.unquantized_copy`).
+    """
+    if is_quantized(peft_model):
+        raise ValueError(
+            "save_merged: the LLM is 4-bit/8-bit (QLoRA); merging LoRA into quantized weights is lossy. Merge into "
+            "the LLM reloaded unquantized (trainers.stage_model.unquantized_copy)"
+        )
     merged = peft_model.merge_and_unload() if hasattr(peft_model, "merge_and_unload") else peft_model
     module = CL3MRecScoringPipeline.__module__.split(".")[-1]
     merged.config.custom_pipelines = {

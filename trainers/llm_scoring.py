@@ -25,10 +25,11 @@ def bf16_autocast_supported(device: torch.device) -> bool:
 
 def load_processor(model_dir, config) -> CL3MRecProcessor:
     """The processor saved in `model_dir`; models exported before processors were saved (no
-    `processor_config.json`) get one built from their config and tokenizer."""
+    `processor_config.json`) get one built from their config (which then still carried `max_history`) and tokenizer."""
     if (Path(model_dir) / "processor_config.json").is_file():
         return CL3MRecProcessor.from_pretrained(model_dir)
-    return CL3MRecProcessor.from_model_config(AutoTokenizer.from_pretrained(model_dir), config)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    return CL3MRecProcessor.from_model_config(tokenizer, config, max_history=getattr(config, "max_history", 10))
 
 
 class CL3MRecScorer:

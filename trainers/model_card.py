@@ -158,8 +158,9 @@ def _summary_rows(training_summary: dict) -> list[tuple[str, Any]]:
     return rows
 
 
-def _normalise_recipe(stage_recipe: Any, config: dict) -> list[dict]:
-    """The recipe as ``[{"stage": name, **settings}]``; settings missing from a ``cie`` stage come from config."""
+def _normalise_recipe(stage_recipe: Any) -> list[dict]:
+    """The recipe as ``[{"stage": name, **settings}]`` (settings such as λ / τ as ``training_summary.json``
+    recorded them per stage)."""
     if stage_recipe is None:
         return []
     if isinstance(stage_recipe, str):
@@ -170,11 +171,7 @@ def _normalise_recipe(stage_recipe: Any, config: dict) -> list[dict]:
             stage = {"stage": stage}
         if not isinstance(stage, dict) or "stage" not in stage:
             raise ValueError(f"stage_recipe[{index}] must be a stage name or a dict with a 'stage' key, got {stage!r}")
-        stage = dict(stage)
-        if stage["stage"] in ("cie", "joint"):
-            stage.setdefault("contrastive_weight", config.get("contrastive_weight"))
-            stage.setdefault("contrastive_temperature", config.get("contrastive_temperature"))
-        recipe.append(stage)
+        recipe.append(dict(stage))
     return recipe
 
 
@@ -198,9 +195,6 @@ def _model_facts(config: dict) -> dict:
         "tokens_per_entity": config.get("tokens_per_entity", 1),
         "use_history_embeddings": bool(config.get("use_history_embeddings")),
         "answer_score": config.get("answer_score", "yes"),
-        "contrastive_weight": config.get("contrastive_weight"),
-        "contrastive_temperature": config.get("contrastive_temperature"),
-        "max_history": config.get("max_history"),
     }
 
 
@@ -294,7 +288,8 @@ def render_model_card(
         base_model_text=base_model,
         dataset_name_text=dataset_name,
         metric_rows=rows,
-        stage_recipe=_normalise_recipe(stage_recipe, config),
+        stage_recipe=_normalise_recipe(stage_recipe),
+        max_history=(_read_json(model_dir / "processor_config.json") or {}).get("max_history"),
         training_summary=_summary_rows(training_summary),
         example=example_ids(facts["num_users"], facts["num_items"]),
         **facts,

@@ -5,11 +5,13 @@ documented in ``metadata["help"]``, validated in ``__post_init__`` after ``super
 All three dataclasses parse from one YAML file through ``HfArgumentParser`` (:func:`parse_config`).
 """
 
+import argparse
 import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+import torch
 import yaml
 from transformers import HfArgumentParser, TrainingArguments
 
@@ -22,7 +24,8 @@ class CL3MRecTrainingArguments(TrainingArguments):
     """``TrainingArguments`` + the CL3M-Rec stage, contrastive loss and LoRA knobs.
 
     Defaults that differ from ``TrainingArguments``: ``remove_unused_columns=False`` (the collator decides
-    the inputs), ``metric_for_best_model="auc"``, ``report_to="none"``, ``logging_steps=10``.
+    the inputs), ``metric_for_best_model="auc"``, ``report_to="none"``, ``logging_steps=10``, ``use_cpu=None``
+    (the CPU only when no CUDA GPU is present, so one YAML trains on either).
     """
 
     stage: Literal["lora", "cie", "joint"] = field(
@@ -52,7 +55,6 @@ class CL3MRecTrainingArguments(TrainingArguments):
         default=False,
         metadata={"help": "Also train the CF encoder in stages 'cie'/'joint' (CoLLM's T2 variant); else frozen (T1)."},
     )
-    max_history: int = field(default=10, metadata={"help": "Most recent history items rendered in a prompt."})
     lora_r: int = field(default=8, metadata={"help": "LoRA rank."})
     lora_alpha: int = field(default=16, metadata={"help": "LoRA scaling alpha."})
     lora_dropout: float = field(
@@ -79,8 +81,17 @@ class CL3MRecTrainingArguments(TrainingArguments):
     )
     report_to: str | list[str] = field(default="none", metadata={"help": "Integrations, e.g. 'tensorboard'."})
     logging_steps: float = field(default=10, metadata={"help": "Log every this many steps."})
+    use_cpu: bool | None = field(
+        default=None,
+        metadata={
+            "help": "Train on the CPU even when a GPU is present (true), or insist on the GPU (false); unset = the "
+            "CPU only when no CUDA GPU is present."
+        },
+    )
 
     def __post_init__(self):
+        if self.use_cpu is None:
+            self.use_cpu = not torch.cuda.is_available()
         super().__post_init__()
         trainable_groups(self.stage, self.train_cf_encoder)  # raises on an unknown stage / bad combination
         if self.contrastive_weight < 0:
@@ -89,8 +100,6 @@ class CL3MRecTrainingArguments(TrainingArguments):
             raise ValueError(f"contrastive_temperature must be > 0, got {self.contrastive_temperature}")
         if self.fusion_learning_rate <= 0:
             raise ValueError(f"fusion_learning_rate must be > 0, got {self.fusion_learning_rate}")
-        if self.max_history < 0:
-            raise ValueError(f"max_history must be >= 0, got {self.max_history}")
         if self.lora_r < 1 or self.lora_alpha < 1 or not 0 <= self.lora_dropout < 1:
             raise ValueError(
                 f"LoRA needs lora_r >= 1, lora_alpha >= 1, 0 <= lora_dropout < 1; got "
@@ -124,6 +133,13 @@ class ModelArguments:
         metadata={"help": "Prompt template: a name in configs/prompts/ (without .txt) or a path to a .txt file."},
     )
     tokens_per_entity: int = field(default=1, metadata={"help": "LLM tokens each user / target item occupies."})
+    max_history: int = field(
+        default=10,
+        metadata={
+            "help": "Most recent history items rendered in a prompt and averaged into a user's text view. Owned by "
+            "the processor (saved in processor_config.json); a CF encoder's own max_history is in its config."
+        },
+    )
     use_history_embeddings: bool = field(
         default=False, metadata={"help": "Fill <|hist_emb|> placeholders with projected history-item embeddings."}
     )
@@ -168,6 +184,8 @@ class ModelArguments:
     def __post_init__(self):
         if self.tokens_per_entity < 1:
             raise ValueError(f"tokens_per_entity must be >= 1, got {self.tokens_per_entity}")
+        if self.max_history < 0:
+            raise ValueError(f"max_history must be >= 0, got {self.max_history}")
         if self.alignment_dim < 0:
             raise ValueError(f"alignment_dim must be >= 0, got {self.alignment_dim}")
 
@@ -204,6 +222,21 @@ class DataArguments:
 
 
 ARGUMENT_CLASSES = (ModelArguments, DataArguments, CL3MRecTrainingArguments)
+
+
+def arguments_help(prog: str = "cl3mrec train") -> str:
+    """Every field of the three argument dataclasses with its type, default and ``help``, one section per
+    dataclass, formatted by ``HfArgumentParser`` (``cl3mrec train --help`` shows it; any field is a YAML key or a
+    ``key=value`` / ``--key value`` override)."""
+    sections = []
+    for cls in ARGUMENT_CLASSES:
+        actions = [action for action in HfArgumentParser(cls)._actions if action.dest != "help"]
+        formatter = argparse.ArgumentDefaultsHelpFormatter(prog)
+        formatter.start_section(f"{cls.__name__} ({cls.__doc__.strip().splitlines()[0]})")
+        formatter.add_arguments(actions)
+        formatter.end_section()
+        sections.append(formatter.format_help())
+    return "\n".join(sections)
 
 
 def parse_overrides(overrides: list[str]) -> dict:
