@@ -33,8 +33,8 @@ def main(argv=None) -> int:
     import torch
 
     from modeling_cl3mrec import CL3MRecProcessor
-    from trainers.prompt_dataset import CL3MRecCollator, tokenize_dataset
-    from trainers.stages import merged_frozen_lora
+    from trainers.training.prompt_dataset import CL3MRecCollator, tokenize_dataset
+    from trainers.training.stages import merged_frozen_lora
 
     threads = common.set_threads(args.threads)
     model, tokenizer, _ = build_stage(args, Setting("cie", False, "fp32", 0.0, "eager", True))

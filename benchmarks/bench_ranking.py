@@ -6,7 +6,7 @@ few users of the valid split, 100 candidate items (fixed random sample of the it
 
 * pair by pair: one dataset row per candidate through `CL3MRecScorer.score` (tokenise, length-grouped,
   left-padded batches, bf16 autocast);
-* prefix-cached: `trainers.ranking.CandidateRanker` (prefix once, suffixes against its KV cache, bf16 autocast).
+* prefix-cached: `trainers.inference.ranking.CandidateRanker` (prefix once, suffixes against its KV cache, bf16 autocast).
 
 Both paths run in their own subprocess (peak memory), after a warm-up user. Run from the repository root:
 `python benchmarks/bench_ranking.py [--quick]`.
@@ -70,10 +70,10 @@ def worker(args) -> None:
     from datasets import Dataset
 
     from modeling_cl3mrec import CL3MRecProcessor
+    from trainers.inference.llm_scoring import CL3MRecScorer
+    from trainers.inference.ranking import CandidateRanker
     from trainers.llm_loading import build_cl3mrec
     from trainers.prompt_templates import load_template
-    from trainers.llm_scoring import CL3MRecScorer
-    from trainers.ranking import CandidateRanker
 
     common.set_threads(args.threads)
     users, candidates, titles, cf_config = ranking_inputs(args)

@@ -100,8 +100,8 @@ def ours_worker(args, rows, mode: str):
     import torch
 
     from modeling_cl3mrec import CL3MRecProcessor
+    from trainers.inference.llm_scoring import CL3MRecScorer
     from trainers.llm_loading import build_cl3mrec
-    from trainers.llm_scoring import CL3MRecScorer
     from trainers.prompt_templates import load_template
 
     weights_dtype = torch.bfloat16 if mode == "ours-bf16-weights" else torch.float32
@@ -142,7 +142,7 @@ def worker(args) -> None:
 def main(argv=None) -> int:
     import numpy as np
 
-    from trainers.metrics import auc
+    from trainers.inference.metrics import auc
 
     args = parse_args(argv)
     if args.worker:

@@ -1,13 +1,13 @@
 """Training throughput (samples/s), model FLOPs utilisation (MFU) and peak memory per stage.
 
 The loop is the trainer's step without the Trainer around it: the stage model exactly as
-`trainers.stage_model.build_stage_model` makes it (`build_cl3mrec` + `add_lora`, then `apply_stage`), batches of
+`trainers.training.stage_model.build_stage_model` makes it (`build_cl3mrec` + `add_lora`, then `apply_stage`), batches of
 real ML-1M train rows from `tokenize_dataset` + `CL3MRecCollator` (random order, as Trainer's sampler),
 `model(**batch).loss` (BCE on the answer score) under bf16 autocast, `backward`, `AdamW.step`, `zero_grad`.
 
 * `lora`: text-only template `tallrec_ml1m`, LoRA (r=8 on the modules of `configs/ml1m/tallrec_lora.yaml`) trains.
 * `cie`: CoLLM template `collm_ml1m` with user/item placeholders from a random MF encoder; only the projector
-  trains (LoRA frozen; merged into the base weights as `trainers.stages.merged_frozen_lora` does in the trainer,
+  trains (LoRA frozen; merged into the base weights as `trainers.training.stages.merged_frozen_lora` does in the trainer,
   or left as PEFT layers), gradients flow back through the LLM to the placeholder embeddings. With the frozen
   prefix (what the trainer does in stage `cie`: `model(..., frozen_prefix=True)`) the prompt columns before the
   first placeholder run once without an autograd graph into a KV cache and only the rest is backpropagated.
@@ -33,7 +33,7 @@ from typing import NamedTuple
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import common  # noqa: E402
-from trainers.training_args import load_stage_config  # noqa: E402
+from trainers.training.training_args import load_stage_config  # noqa: E402
 
 STAGE_TEMPLATES = {"lora": "tallrec_ml1m", "cie": "collm_ml1m"}
 BUNDLED_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "ml1m" / "tallrec_lora.yaml"
@@ -170,8 +170,8 @@ def build_stage(args, setting: Setting):
 
     from trainers.llm_loading import add_lora, build_cl3mrec
     from trainers.prompt_templates import load_template
-    from trainers.stage_model import prepare_quantized_llm
-    from trainers.stages import apply_stage
+    from trainers.training.stage_model import prepare_quantized_llm
+    from trainers.training.stages import apply_stage
 
     template = load_template(STAGE_TEMPLATES[setting.stage])
     with_ids = setting.stage == "cie"
@@ -201,8 +201,8 @@ def worker(args) -> None:
     import torch
 
     from modeling_cl3mrec import CL3MRecProcessor
-    from trainers.prompt_dataset import CL3MRecCollator, tokenize_dataset
-    from trainers.stages import merged_frozen_lora
+    from trainers.training.prompt_dataset import CL3MRecCollator, tokenize_dataset
+    from trainers.training.stages import merged_frozen_lora
 
     threads = common.set_threads(args.threads)
     setting = Setting.from_key(args.worker)

@@ -12,7 +12,7 @@ Saved with a model as a custom task (``custom_pipelines`` in ``config.json`` + t
 works without this repository. Inputs are built by the model's `CL3MRecProcessor` (loaded with
 ``AutoProcessor``); the score is the model's ``logits`` (``sigmoid(score)`` = P(the user likes the item)).
 Ranking scores every candidate prompt in full, batched; the prefix-cached ranker of the cl3mrec package
-(``trainers.ranking``) gives the same scores faster.
+(``trainers.inference.ranking``) gives the same scores faster.
 """
 
 from collections.abc import Mapping, Sequence

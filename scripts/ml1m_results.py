@@ -23,10 +23,10 @@ import numpy as np
 
 from data_scripts.io import load_dataset_dict
 from trainers.atomic_io import staging_file, write_json_atomic, write_text_atomic
-from trainers.bootstrap import paired_bootstrap
-from trainers.metrics import ranking_report
+from trainers.inference.bootstrap import paired_bootstrap
+from trainers.inference.metrics import ranking_report
+from trainers.inference.scoring import load_scorer
 from trainers.model_dirs import read_model_config
-from trainers.scoring import load_scorer
 
 logger = logging.getLogger("ml1m_results")
 COLUMNS = (("auc", "AUC"), ("uauc", "UAUC"), ("warm.auc", "warm AUC"), ("cold.auc", "cold AUC"), ("warm.uauc", "warm UAUC"))

@@ -5,7 +5,7 @@
     python scripts/paired_bootstrap.py --baseline runs/ml1m/collm_cie_s{0,1,2} --candidate runs/ml1m/cl3mrec_cie_s{0,1,2} ...
 
 Each run directory holds ``eval_scores.npy`` and ``eval_rows.npy`` (written by ``cl3mrec train``). Several
-directories per side are seeds: the difference is averaged over seed pairs (``trainers.bootstrap``).
+directories per side are seeds: the difference is averaged over seed pairs (``trainers.inference.bootstrap``).
 """
 
 import argparse
@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from data_scripts.io import load_dataset_dict
-from trainers.bootstrap import paired_bootstrap
+from trainers.inference.bootstrap import paired_bootstrap
 
 
 def load_runs(run_dirs: list[Path]) -> tuple[list[np.ndarray], np.ndarray]:

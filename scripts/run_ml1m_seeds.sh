@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The protocol behind the README's ML-1M LLM table: each stage-cie recipe with 3 training seeds on top of the same
 # stage-lora adapter, then the table (mean ± std over seeds, all / warm / cold, valid_small and the other half of
-# valid) with paired user bootstraps, written to docs/results_ml1m.md by scripts/ml1m_results.py.
+# valid) with paired user bootstraps, written to docs/results_ml1m_seeds.md by scripts/ml1m_results.py.
 #
 #   OUT=runs/ml1m bash scripts/run_ml1m_seeds.sh [RECIPE ...]      (after `make run`, which makes $OUT/tallrec_lora)
 #
@@ -20,7 +20,7 @@ RECIPES=("$@")
 [[ -f "$OUT/tallrec_lora/stage_complete.json" ]] || { echo "run 'make run' first: $OUT/tallrec_lora is not finished" >&2; exit 2; }
 models=()
 for recipe in "${RECIPES[@]}"; do
-  encoder=$(python -c "import sys; from trainers.training_args import load_stage_config as l; print(l(sys.argv[1])['cf_model_dir'].rstrip('/').split('/')[-1])" "configs/ml1m/$recipe.yaml")
+  encoder=$(python -c "import sys; from trainers.training.training_args import load_stage_config as l; print(l(sys.argv[1])['cf_model_dir'].rstrip('/').split('/')[-1])" "configs/ml1m/$recipe.yaml")
   dirs=()
   for seed in $SEEDS; do
     run="$OUT/seeds/${recipe}_s$seed"
@@ -37,4 +37,4 @@ compare=()
 [[ ${#RECIPES[@]} -ge 2 ]] && compare+=(--compare "${RECIPES[1]}:${RECIPES[0]}")
 compare+=(--compare "${RECIPES[-1]}:MF" --compare "${RECIPES[-1]}:LightGCN")
 python scripts/ml1m_results.py --data "$OUT/data" --model "MF=$OUT/cf/mf" --model "LightGCN=$OUT/cf/lightgcn" \
-  "${models[@]}" "${compare[@]}" --other-half --out docs/results_ml1m.md
+  "${models[@]}" "${compare[@]}" --other-half --out docs/results_ml1m_seeds.md

@@ -93,8 +93,8 @@ def make_tiny_cf_config():
 
 @pytest.fixture(scope="session")
 def make_cl3mrec(tiny_llm_dirs, make_tiny_cf_config):
-    from trainers.prompt_templates import load_template
     from trainers.llm_loading import build_cl3mrec
+    from trainers.prompt_templates import load_template
 
     def make(arch: str = "llama", encoder_type: str | None = "mf", seed: int = 0, **build_kwargs):
         torch.manual_seed(seed)

@@ -108,7 +108,7 @@ def test_cpu_2proc_launch_runs_train_cli(tmp_path):
     from huggingface_hub import ModelCard
 
     from data_scripts.synthetic import generate_synthetic
-    from trainers.push_cli import validate_model_dir
+    from trainers.hub.push import validate_model_dir
     from trainers.tiny_llm import build_tiny_llm, texts_from_dataset
 
     generate_synthetic(tmp_path / "data", num_users=30, num_items=40, interactions_per_user=12, seed=0)
@@ -130,7 +130,7 @@ def test_cpu_2proc_launch_runs_train_cli(tmp_path):
     # ... in length-sorted batches split over the 2 ranks, yet eval_scores.npy follows eval_rows.npy: one process
     # scoring those rows in dataset order with the exported model gives the same scores, row by row.
     from data_scripts.io import load_dataset_dict
-    from trainers.llm_scoring import CL3MRecScorer
+    from trainers.inference.llm_scoring import CL3MRecScorer
 
     rows = load_dataset_dict(tmp_path / "data")["valid_small"].select(eval_rows)
     single = CL3MRecScorer.from_pretrained(out / "merged", use_bf16=False, show_progress=False).score(rows)

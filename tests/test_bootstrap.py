@@ -1,11 +1,11 @@
-"""Paired user bootstrap (trainers.bootstrap): zero for identical models, clearly positive for a better one,
+"""Paired user bootstrap (trainers.inference.bootstrap): zero for identical models, clearly positive for a better one,
 seed pairs averaged, bad shapes refused."""
 
 import numpy as np
 import pytest
 
-from trainers.bootstrap import paired_bootstrap
-from trainers.metrics import auc
+from trainers.inference.bootstrap import paired_bootstrap
+from trainers.inference.metrics import auc
 
 
 @pytest.fixture(scope="module")

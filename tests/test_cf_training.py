@@ -10,7 +10,7 @@ import yaml
 from datasets import Dataset, DatasetDict
 
 from data_scripts.schema import FEATURES
-from trainers import cf_cli
+from trainers.cli import cf_cli
 from trainers.cf_training import (
     TRAIN_DEFAULTS,
     dataset_to_tensors,

@@ -181,7 +181,7 @@ def test_bad_data_import_is_one_clear_error(case, tmp_path, caplog):
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
     """Synthetic data, a saved MF model and a tiny Llama (built once, a few seconds)."""
-    from trainers.smoke_pipeline import prepare_pipeline_inputs
+    from trainers.training.smoke_pipeline import prepare_pipeline_inputs
 
     root = tmp_path_factory.mktemp("errors")
     spec = {"data": {"num_users": 12, "num_items": 20, "interactions_per_user": 12},
@@ -391,7 +391,7 @@ def test_every_case_is_in_the_docs_table():
     (PermissionError(13, "Permission denied", "/srv/out"), 2, "/srv/out: permission denied; choose a path you can"),
 ])
 def test_interrupts_bugs_and_full_disks_are_one_line_too(raised, status, expected, tmp_path, monkeypatch, caplog):
-    from trainers import evaluate_cli
+    from trainers.cli import evaluate_cli
 
     def fail(args):
         raise raised

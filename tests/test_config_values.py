@@ -1,9 +1,9 @@
-"""``trainers.config_values``: stage config values checked against the argument dataclasses' annotations."""
+"""``trainers.training.config_values``: stage config values checked against the argument dataclasses' annotations."""
 
 import pytest
 
-from trainers.config_values import checked_values
-from trainers.training_args import ARGUMENT_CLASSES
+from trainers.training.config_values import checked_values
+from trainers.training.training_args import ARGUMENT_CLASSES
 
 ACCEPTED = [
     ({"lora_r": 8}, {"lora_r": 8}),

@@ -1,4 +1,4 @@
-"""Table InfoNCE (trainers.contrastive) against a hand computation, the user text table, and an alignment that
+"""Table InfoNCE (trainers.training.contrastive) against a hand computation, the user text table, and an alignment that
 learns: full-table item retrieval from the CF view rises well above chance when only the contrastive loss trains."""
 
 import math
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from trainers.contrastive import (
+from trainers.training.contrastive import (
     TextViews,
     contrastive_alignment,
     item_retrieval_recall,

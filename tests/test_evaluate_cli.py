@@ -10,9 +10,9 @@ import torch
 
 from modeling_cl3mrec.configuration_cf import CFRecConfig
 from modeling_cl3mrec.modeling_cf import CFRecModel
-from trainers import evaluate_cli
-from trainers.metrics import ranking_report
-from trainers.scoring import CFScorer, load_scorer
+from trainers.cli import evaluate_cli
+from trainers.inference.metrics import ranking_report
+from trainers.inference.scoring import CFScorer, load_scorer
 
 
 @pytest.fixture(scope="module")

@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from trainers import stage_run
-from trainers.smoke_pipeline import prepare_pipeline_inputs
 from trainers.cli import main
 from trainers.run_state import STAGE_COMPLETE_FILE, newest_complete_checkpoint
+from trainers.training import stage_run
+from trainers.training.smoke_pipeline import prepare_pipeline_inputs
 
 REPO = Path(__file__).resolve().parents[1]
 SPEC = {
@@ -82,10 +82,10 @@ def assert_rerun_matches(workspace, output_dir, reference):
 
 
 KILL_POINTS = {
-    "during a training step": ("trainers.trainer", "CL3MRecTrainer.compute_loss", "before:5"),
+    "during a training step": ("trainers.training.trainer", "CL3MRecTrainer.compute_loss", "before:5"),
     "during a checkpoint save": ("transformers", "Trainer._save_rng_state", "before:2"),
-    "during the export": ("trainers.stage_run", "save_merged", "after:1"),
-    "after the export, before the card": ("trainers.stage_run", "write_model_card", "before:1"),
+    "during the export": ("trainers.training.stage_run", "save_merged", "after:1"),
+    "after the export, before the card": ("trainers.training.stage_run", "write_model_card", "before:1"),
 }
 
 
@@ -120,7 +120,7 @@ def test_kill_9_during_the_text_cache_write_then_rerun(workspace, tmp_path):
     cie = ["stage=cie", "template=collm_ml1m", f"cf_model_dir={workspace / 'cf'}", "contrastive_weight=0.5"]
     assert main(train_argv(workspace, tmp_path / "reference", *cie, f"text_cache_dir={tmp_path / 'fresh'}")) == 0
     out, cache = tmp_path / "killed", tmp_path / "cache"
-    run_killed(workspace, out, "trainers.text_representations", "save_file", "after:1", *cie, f"text_cache_dir={cache}")
+    run_killed(workspace, out, "trainers.training.text_representations", "save_file", "after:1", *cie, f"text_cache_dir={cache}")
     assert not list(cache.glob("item_text_*")) and list(cache.glob(".item_text_*"))  # only the dead writer's temp
     assert main(train_argv(workspace, out, *cie, f"text_cache_dir={cache}", "resume_from_checkpoint=true")) == 0
     assert [path.name for path in cache.iterdir()] == [path.name for path in (tmp_path / "fresh").iterdir()]

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from modeling_cl3mrec import CL3MRecProcessor
-from trainers.llm_scoring import CL3MRecScorer
-from trainers.prompt_dataset import CL3MRecCollator, length_grouped_batches, tokenize_dataset
+from trainers.inference.llm_scoring import CL3MRecScorer
+from trainers.training.prompt_dataset import CL3MRecCollator, length_grouped_batches, tokenize_dataset
 
 
 def test_tokenize_dataset_columns_and_history(make_cl3mrec, tiny_rows):

@@ -9,8 +9,8 @@ from transformers import AutoTokenizer
 
 from modeling_cl3mrec import CFRecModel
 from modeling_cl3mrec import CL3MRecProcessor
+from trainers.inference.llm_scoring import CL3MRecScorer
 from trainers.llm_loading import add_lora, build_cl3mrec, export_merged, lora_target_regex
-from trainers.llm_scoring import CL3MRecScorer
 
 
 @pytest.mark.parametrize("arch", ["llama", "qwen2"])
@@ -80,7 +80,7 @@ def test_lora_merge_keeps_scores(make_cl3mrec, tiny_rows, tmp_path, arch):
 def test_cli_tiny(tmp_path):
     import argparse
 
-    from trainers import llm_cli
+    from trainers.cli import llm_cli
 
     parser = argparse.ArgumentParser()
     llm_cli.register(parser.add_subparsers(dest="command"))

@@ -1,4 +1,4 @@
-"""trainers.metrics against sklearn and a per-user loop, plus the local evaluate modules."""
+"""trainers.inference.metrics against sklearn and a per-user loop, plus the local evaluate modules."""
 
 from pathlib import Path
 
@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from trainers.metrics import auc, ranking_report, uauc
+from trainers.inference.metrics import auc, ranking_report, uauc
 
-MODULES = Path(__file__).resolve().parents[1] / "trainers" / "metric_modules"
+MODULES = Path(__file__).resolve().parents[1] / "trainers" / "inference" / "metric_modules"
 
 
 def random_rows(seed: int, n: int = 400, n_users: int = 30, tie_levels: int = 7):

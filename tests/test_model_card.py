@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from huggingface_hub import ModelCard
 
-from trainers.model_card import dataset_name_from_source, render_model_card, split_reports, write_model_card
+from trainers.hub.model_card import dataset_name_from_source, render_model_card, split_reports, write_model_card
 
 LLM_CONFIG = {
     "model_type": "cl3mrec",
@@ -103,7 +103,8 @@ def test_flat_report_from_file_gets_default_split_and_local_base_model_is_kept_o
     model_dir = make_dir(tmp_path / "m", LLM_CONFIG, report(0.7, 0.65))
     card = render_model_card(model_dir, stage_recipe="lora -> cie", default_split="valid_small")
     assert card.data.base_model is None  # /tmp/smollm2-135m is no Hub id
-    assert "/tmp/smollm2-135m" in card.text  # but the text still says where the LLM came from
+    assert "`smollm2-135m`, a local folder" in card.text  # the text names the LLM, never its local path
+    assert "/tmp" not in card.text
     results = results_by_key(ModelCard(str(card)))
     assert results[("valid_small", "roc_auc", "all")] == pytest.approx(0.7)
     assert {split for split, _, _ in results} == {"valid_small"}
@@ -194,3 +195,37 @@ def test_base_model_metadata_only_for_hub_ids(tmp_path, monkeypatch):
     assert render_model_card(model_dir, base_model="runs/llm").data.base_model is None
     hub = render_model_card(model_dir, base_model="HuggingFaceTB/SmolLM2-135M-Instruct")
     assert hub.data.base_model == "HuggingFaceTB/SmolLM2-135M-Instruct"
+
+
+def test_hyperparameters_versions_and_plots_from_the_export(tmp_path):
+    summary = {
+        "stage_recipe": CIE_RECIPE,
+        "hyperparameters": [{"stage": "lora", "learning_rate": 5e-4, "lora_r": 8}, {"stage": "cie", "learning_rate": 1e-3}],
+        "base_model": None,
+        "base_model_folder": "smollm2-135m",
+        "framework_versions": {"torch": "2.13.0", "transformers": "5.24.0"},
+        "init_from": str(tmp_path / "runs" / "lora"),
+        "data_source": f"collm:{tmp_path}/data",
+    }
+    model_dir = make_dir(tmp_path / "m", LLM_CONFIG, report(0.7, 0.65), summary)
+    (model_dir / "plots").mkdir()
+    (model_dir / "plots" / "eval_auc_uauc.png").write_bytes(b"png")
+    captions = [
+        {"file": "plots/eval_auc_uauc.png", "title": "AUC and UAUC on valid", "caption": "No CF encoder bars: why."},
+        {"file": "plots/training_curves.png", "title": "Training curves", "caption": "missing file: not embedded"},
+    ]
+    (model_dir / "plots" / "captions.json").write_text(json.dumps(captions))
+    text = render_model_card(model_dir).text
+    assert "| hyper-parameter | `lora` | `cie` |" in text
+    assert "| learning_rate | 0.0005 | 0.001 |" in text and "| lora_r | 8 |  |" in text
+    assert "- Framework versions used in training: torch 2.13.0, transformers 5.24.0." in text
+    assert "- Base model: `smollm2-135m`, a local folder." in text
+    assert "![AUC and UAUC on valid](plots/eval_auc_uauc.png)" in text and "No CF encoder bars: why." in text
+    assert "training_curves.png" not in text
+    assert str(tmp_path) not in text and "/tmp" not in text
+
+
+def test_card_without_recorded_versions_names_the_rendering_environment(tmp_path):
+    text = render_model_card(make_dir(tmp_path / "m", CF_CONFIG, report(0.69, 0.64))).text
+    assert "Framework versions (not recorded in training; those that rendered this card): torch " in text
+    assert "The hyper-parameters were not recorded for this model." in text

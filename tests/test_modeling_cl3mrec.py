@@ -5,7 +5,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from modeling_cl3mrec import CL3MRecConfig, CL3MRecModel, CL3MRecProcessor
-from trainers.prompt_dataset import CL3MRecCollator, tokenize_dataset
+from trainers.training.prompt_dataset import CL3MRecCollator, tokenize_dataset
 
 
 def _batch(model, tokenizer, rows, with_ids=True, size=4):

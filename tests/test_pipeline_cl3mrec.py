@@ -7,8 +7,8 @@ import torch
 from transformers import pipeline
 
 from modeling_cl3mrec import CL3MRecProcessor
-from trainers.llm_scoring import CL3MRecScorer
-from trainers.ranking import CandidateRanker
+from trainers.inference.llm_scoring import CL3MRecScorer
+from trainers.inference.ranking import CandidateRanker
 
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA"))]
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from trainers.train_cli import register
+from trainers.cli.train_cli import register
 
 SMOKE_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "smoke.yaml"
 

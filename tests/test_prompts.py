@@ -147,3 +147,21 @@ def test_load_template_by_path_and_errors(tmp_path, render):
         load_template("no_such_template")
     with pytest.raises(ValueError, match="missing field"):
         render("{title}", {"title": "x"})
+
+
+def test_bundled_templates_are_package_data_and_old_config_paths_still_find_them(tmp_path, monkeypatch):
+    from importlib.resources import files
+
+    from trainers.prompt_templates import bundled_templates
+
+    assert bundled_templates() == ["collm_book", "collm_ml1m", "tallrec_book", "tallrec_ml1m"]
+    packaged = files("trainers.prompts").joinpath("collm_ml1m.txt").read_text(encoding="utf-8")
+    assert load_template("collm_ml1m") == packaged.removesuffix("\n")
+    monkeypatch.chdir(tmp_path)  # no configs/prompts/collm_ml1m.txt here: the bundled copy answers
+    assert load_template("configs/prompts/collm_ml1m.txt") == load_template("collm_ml1m")
+    own = tmp_path / "configs" / "prompts" / "collm_ml1m.txt"
+    own.parent.mkdir(parents=True)
+    own.write_text("Mine: {history}. {title}?\n")  # a user's own file at that path wins
+    assert load_template("configs/prompts/collm_ml1m.txt") == "Mine: {history}. {title}?"
+    with pytest.raises(FileNotFoundError, match="bundled templates"):
+        load_template("configs/prompts/not_bundled.txt")

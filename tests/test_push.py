@@ -14,8 +14,8 @@ from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
 from tests.hub_recorder import HubRecorder, front_matter
-from trainers import push_cli
-from trainers.push_cli import push_model, validate_model_dir
+from trainers.cli import push_cli
+from trainers.hub.push import push_model, validate_model_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 REPO_ID = "test-org/cl3mrec-tiny"
@@ -27,6 +27,7 @@ EVAL = {
     "warm": {"auc": 0.73, "uauc": 0.66, "n_rows": 150, "n_users_uauc": 15},
     "cold": {"auc": 0.58, "uauc": None, "n_rows": 50, "n_users_uauc": 0, "reason": "no user with both labels"},
 }
+PNG = b"\x89PNG\r\n\x1a\n not a real image"
 CODE_FILES = (
     "configuration_cl3mrec.py",
     "modeling_cl3mrec.py",
@@ -68,6 +69,11 @@ def make_model_dir(path: Path) -> Path:
     (path / "checkpoint-3").mkdir()
     (path / "checkpoint-3" / "optimizer.pt").write_bytes(b"not uploaded")
     (path / "training_args.bin").write_bytes(b"pickle, not uploaded")
+    (path / "reload_scores.npy").write_bytes(b"working file, not uploaded")
+    (path / "plots").mkdir()
+    (path / "plots" / "eval_auc_uauc.png").write_bytes(PNG)
+    captions = [{"file": "plots/eval_auc_uauc.png", "title": "AUC and UAUC on valid", "caption": "Bars."}]
+    (path / "plots" / "captions.json").write_text(json.dumps(captions))
     return path
 
 
@@ -109,6 +115,8 @@ def test_push_commits_complete_model_with_card(model_dir, tmp_path):
     expected = {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "README.md"}
     assert expected | set(CODE_FILES) <= set(files)
     assert not any(name.startswith("checkpoint-") or name == "training_args.bin" for name in files)
+    assert not [name for name in files if name.endswith(".npy")]
+    assert files["plots/eval_auc_uauc.png"] == PNG  # the card's image travels with it
     assert files["model.safetensors"] == (model_dir / "model.safetensors").read_bytes()
     assert json.loads(files["config.json"])["auto_map"]["AutoModel"] == "modeling_cl3mrec.CL3MRecModel"
 
@@ -128,6 +136,8 @@ def test_push_commits_complete_model_with_card(model_dir, tmp_path):
     assert metrics[("roc_auc", "cold")] == pytest.approx(0.58)
     assert ("uauc", "cold") not in metrics  # undefined metric: left out, not written as null
     assert f'pipeline("cl3mrec-scoring", model="{REPO_ID}", trust_remote_code=True)' in readme
+    assert "![AUC and UAUC on valid](plots/eval_auc_uauc.png)" in readme
+    assert str(tmp_path) not in readme and "/tmp" not in readme
 
     # Every request was authenticated with the token from the environment and went to known endpoints.
     paths = [request["path"] for request in hub.requests]

@@ -1,4 +1,4 @@
-"""Prefix-cached candidate ranking (`trainers.ranking`) must match pair-by-pair `CL3MRecModel.forward`.
+"""Prefix-cached candidate ranking (`trainers.inference.ranking`) must match pair-by-pair `CL3MRecModel.forward`.
 
 Tiny random Llama / Qwen2 decoders and a locally trained tokenizer; fp32; CPU; offline.
 """
@@ -9,7 +9,7 @@ import torch
 
 from modeling_cl3mrec import CFRecConfig, CL3MRecConfig, CL3MRecModel, CL3MRecProcessor
 from modeling_cl3mrec.processing_cl3mrec import HISTORY_TOKEN, ITEM_TOKEN, USER_TOKEN
-from trainers.ranking import CandidateRanker, common_prefix_length, rank
+from trainers.inference.ranking import CandidateRanker, common_prefix_length, rank
 from trainers.tiny_llm import build_tiny_tokenizer, tiny_llm_config
 
 CF_TEMPLATE = (
@@ -183,7 +183,7 @@ def test_ranker_matches_scorer_on_bundled_templates(make_cl3mrec, tiny_rows, arc
     """Against the scorer itself (left-padded, length-grouped batches) with the CoLLM / TALLRec ML-1M templates."""
     from datasets import Dataset
 
-    from trainers.llm_scoring import CL3MRecScorer
+    from trainers.inference.llm_scoring import CL3MRecScorer
 
     model, tokenizer = make_cl3mrec(arch, encoder_type=encoder_type)
     processor = CL3MRecProcessor.from_model_config(tokenizer, model.config, max_history=5)

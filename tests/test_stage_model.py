@@ -1,4 +1,4 @@
-"""``trainers.stage_model`` / ``trainers.stage_run`` pieces that need no training run: stage model building and its settings checks."""
+"""``trainers.training.stage_model`` / ``trainers.training.stage_run`` pieces that need no training run: stage model building and its settings checks."""
 
 from types import SimpleNamespace
 
@@ -6,8 +6,8 @@ import pytest
 
 from modeling_cl3mrec.processing_cl3mrec import HISTORY_TOKEN
 from trainers.prompt_templates import load_template
-from trainers.stage_model import build_stage_model
-from trainers.stage_run import training_attention
+from trainers.training.stage_model import build_stage_model
+from trainers.training.stage_run import training_attention
 
 
 def stage_args(**overrides):
@@ -78,9 +78,9 @@ def test_a_4bit_model_is_never_merged_in_place_but_into_an_unquantized_copy(tiny
     import torch
 
     from modeling_cl3mrec import CL3MRecProcessor
+    from trainers.inference.llm_scoring import CL3MRecScorer
     from trainers.llm_loading import is_quantized, save_merged
-    from trainers.llm_scoring import CL3MRecScorer
-    from trainers.stage_model import unquantized_copy
+    from trainers.training.stage_model import unquantized_copy
 
     arguments, args = model_args(tiny_llama_dir, use_history_embeddings=False), stage_args()
     model, tokenizer = build_stage_model(arguments, args, load_template("tallrec_ml1m"), False)

@@ -1,18 +1,18 @@
-"""Staged freezing rules (trainers.stages) and argument validation (trainers.training_args)."""
+"""Staged freezing rules (trainers.training.stages) and argument validation (trainers.training.training_args)."""
 
 import pytest
 import torch
 from torch import nn
 
 from trainers.llm_loading import DEFAULT_LORA_TARGETS
-from trainers.stages import (
+from trainers.training.stages import (
     apply_stage,
     check_stage_settings,
     merged_frozen_lora,
     parameter_group,
     trainable_parameter_names,
 )
-from trainers.training_args import CL3MRecTrainingArguments, parse_config
+from trainers.training.training_args import CL3MRecTrainingArguments, parse_config
 
 
 class FakePeftModel(nn.Module):
@@ -86,7 +86,7 @@ def _tiny_peft_batch(make_cl3mrec, tiny_rows, stage):
     """A tiny Llama CL3M-Rec with LoRA (dropout 0.5, B non-zero), ``apply_stage(stage)``, and one collated batch."""
     from modeling_cl3mrec import CL3MRecProcessor
     from trainers.llm_loading import add_lora
-    from trainers.prompt_dataset import CL3MRecCollator, tokenize_dataset
+    from trainers.training.prompt_dataset import CL3MRecCollator, tokenize_dataset
 
     model, tokenizer = make_cl3mrec("llama", "mf")
     peft_model = add_lora(model, r=4, alpha=8, dropout=0.5)

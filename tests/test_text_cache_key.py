@@ -7,7 +7,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from trainers.model_dirs import weights_fingerprint
-from trainers.text_representations import item_text_table
+from trainers.training.text_representations import item_text_table
 
 TITLES = [None, "Movie 1 (1981)", "Movie 2 (1982)", None]
 

@@ -5,7 +5,7 @@ import dataclasses
 import pytest
 
 from trainers.cli import main
-from trainers.training_args import ARGUMENT_CLASSES
+from trainers.training.training_args import ARGUMENT_CLASSES
 
 
 def test_train_help_lists_every_field_with_its_help(capsys):

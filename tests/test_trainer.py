@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from trainers.smoke_pipeline import prepare_pipeline_inputs
-from trainers.stage_run import run_stage
-from trainers.stage_setup import build_stage
-from trainers.training_args import parse_config
+from trainers.training.smoke_pipeline import prepare_pipeline_inputs
+from trainers.training.stage_run import run_stage
+from trainers.training.stage_setup import build_stage
+from trainers.training.training_args import parse_config
 
 SPEC = {
     "data": {"num_users": 40, "num_items": 60, "interactions_per_user": 20},
@@ -162,6 +162,35 @@ def test_run_stage_writes_results_scores_and_merged_model(workspace, tmp_path):
     assert {"loss", "loss/rec", "align_item_recall@10"} <= set(report) and "warm_auc" not in report
 
 
+def test_run_stage_plots_and_card_in_output_dir_and_export(workspace, tmp_path):
+    run_stage(*stage_args(workspace, tmp_path / "run", max_steps=2))
+    out, merged = tmp_path / "run", tmp_path / "run" / "merged"
+    for folder in (out, merged):
+        for name in ("training_curves.png", "eval_auc_uauc.png"):
+            assert (folder / "plots" / name).read_bytes().startswith(b"\x89PNG")
+    captions = json.loads((merged / "plots" / "captions.json").read_text())
+    assert "beside the CF encoder it reads" in captions[1]["caption"]  # the MF's metrics.json has valid_small
+    card = (merged / "README.md").read_text()
+    assert "![Training curves](plots/training_curves.png)" in card
+    assert "![AUC and UAUC on valid_small](plots/eval_auc_uauc.png)" in card
+    assert "| learning_rate | 0.05 |" in card and "| lora_r | 2 |" in card and "| total_train_batch_size | 8 |" in card
+    assert "- Base model: `llm`, a local folder." in card
+    assert all(f"{name} " in card for name in ("torch", "transformers", "peft", "datasets", "accelerate"))
+    assert "/tmp" not in card and str(tmp_path) not in card and str(workspace) not in card
+
+
+def test_final_eval_metrics_reach_tensorboard(workspace, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    metrics = run_stage(*stage_args(workspace, tmp_path / "tb", report_to="tensorboard"))
+    (run_dir,) = {path.parent for path in (tmp_path / "tb" / "runs").rglob("events.out.tfevents*")}
+    events = EventAccumulator(str(run_dir))
+    events.Reload()
+    (final_auc,) = events.Scalars("eval/auc")  # TensorBoard's name of eval_auc; no evaluation during training
+    assert final_auc.value == pytest.approx(metrics["eval_auc"]) and final_auc.step == 1
+    assert "eval/warm_auc" in events.Tags()["scalars"] and "train/loss/rec" in events.Tags()["scalars"]
+
+
 def test_best_checkpoint_by_eval_auc_and_early_stopping(workspace, tmp_path):
     overrides = {
         "max_steps": 6,
@@ -197,7 +226,7 @@ def test_run_stage_resumes_from_the_last_checkpoint(workspace, tmp_path):
 def test_cie_training_with_merged_frozen_lora_matches_peft_layers(workspace, tmp_path):
     """Stage cie trains inside `merged_frozen_lora` (run_stage): with a non-zero frozen adapter and no dropout,
     the projector must end where training through PEFT's unmerged LoRA layers ends."""
-    from trainers.stages import merged_frozen_lora
+    from trainers.training.stages import merged_frozen_lora
 
     def trained(output_dir, merge: bool) -> dict:
         trainer = build_stage(*stage_args(workspace, output_dir, max_steps=3, lora_dropout=0.0)).trainer

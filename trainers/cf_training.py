@@ -25,8 +25,8 @@ from transformers import set_seed
 from modeling_cl3mrec.configuration_cf import CFRecConfig
 from modeling_cl3mrec.modeling_cf import CFRecModel
 from trainers.atomic_io import require_empty_or_own, staging_dir, write_json_atomic
-from trainers.config_values import load_yaml_file
-from trainers.metrics import auc, ranking_report
+from trainers.inference.metrics import auc, ranking_report
+from trainers.training.config_values import load_yaml_file
 
 logger = logging.getLogger(__name__)
 
@@ -171,7 +171,7 @@ def predict(model: CFRecModel, data: CFTensors, batch_size: int = 4096) -> np.nd
 
 
 def evaluate_split(model: CFRecModel, data: CFTensors) -> dict:
-    """``trainers.metrics.ranking_report`` of the model on one split."""
+    """``trainers.inference.metrics.ranking_report`` of the model on one split."""
     return ranking_report(data.user_ids.numpy(), data.labels.numpy().astype(int), predict(model, data), data.warm.numpy())
 
 

@@ -183,12 +183,12 @@ def save_merged(peft_model, processor, directory) -> None:
 
     Raises:
         ValueError: the LLM is quantized (QLoRA): merge into the LLM reloaded unquantized instead
-            (:func:`trainers.stage_model.unquantized_copy`).
+            (:func:`trainers.training.stage_model.unquantized_copy`).
     """
     if is_quantized(peft_model):
         raise ValueError(
             "save_merged: the LLM is 4-bit/8-bit (QLoRA); merging LoRA into quantized weights is lossy. Merge into "
-            "the LLM reloaded unquantized (trainers.stage_model.unquantized_copy)"
+            "the LLM reloaded unquantized (trainers.training.stage_model.unquantized_copy)"
         )
     merged = peft_model.merge_and_unload() if hasattr(peft_model, "merge_and_unload") else peft_model
     module = CL3MRecScoringPipeline.__module__.split(".")[-1]

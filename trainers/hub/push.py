@@ -1,0 +1,131 @@
+"""Check a saved model directory, (re)render its card and upload it to the Hugging Face Hub (``cl3mrec push``,
+:mod:`trainers.cli.push_cli`, is its command line).
+
+The token comes from the usual places (``HF_TOKEN``, ``hf auth login``); ``HF_ENDPOINT`` selects the Hub.
+"""
+
+import json
+import logging
+from pathlib import Path
+from typing import Optional
+
+from huggingface_hub import CommitInfo, HfApi
+from huggingface_hub.utils import validate_repo_id
+
+from .model_card import write_model_card
+
+logger = logging.getLogger(__name__)
+
+WEIGHT_GLOBS = ("*.safetensors", "pytorch_model*.bin")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json")
+# Trainer state, checkpoints, logs and NumPy working files (scores, row indices) stay local: they are large, and
+# some are pickles. The card's plots (plots/*.png) are uploaded.
+IGNORE_PATTERNS = [
+    "checkpoint-*",
+    "runs/*",
+    "*.npy",
+    "__pycache__/*",
+    "*.pyc",
+    "optimizer.pt",
+    "scheduler.pt",
+    "rng_state*.pth",
+    "training_args.bin",
+    ".README.*",
+]
+
+
+def validate_model_dir(model_dir: Path) -> dict:
+    """Check that ``model_dir`` is a complete saved model and return its ``config.json``.
+
+    Required: ``config.json``; weights (``*.safetensors`` or ``pytorch_model*.bin``); for LLM models
+    (``model_type == "cl3mrec"``) a tokenizer (``tokenizer_config.json`` plus ``tokenizer.json``,
+    ``tokenizer.model`` or ``vocab.json``) and the processor (``processor_config.json``), which the card's
+    usage snippet loads; every local module named in ``config.auto_map`` or ``config.custom_pipelines`` as a
+    ``.py`` file.
+
+    Raises:
+        FileNotFoundError: the directory or a required file is missing (the message names it).
+        ValueError: ``config.json`` is not a JSON object.
+    """
+    if not model_dir.is_dir():
+        raise FileNotFoundError(f"model directory {model_dir} does not exist")
+    config_path = model_dir / "config.json"
+    if not config_path.is_file():
+        raise FileNotFoundError(f"{model_dir} has no config.json: save the model with save_pretrained first")
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    if not isinstance(config, dict):
+        raise ValueError(f"{config_path} must hold a JSON object")
+    if not any(next(model_dir.glob(pattern), None) for pattern in WEIGHT_GLOBS):
+        raise FileNotFoundError(f"{model_dir} has no weights (expected one of {', '.join(WEIGHT_GLOBS)})")
+    if config.get("model_type") == "cl3mrec":
+        if not (model_dir / "tokenizer_config.json").is_file() or not any(
+            (model_dir / name).is_file() for name in TOKENIZER_FILES
+        ):
+            raise FileNotFoundError(
+                f"{model_dir} has no tokenizer (expected tokenizer_config.json and one of "
+                f"{', '.join(TOKENIZER_FILES)}): save the tokenizer next to the model"
+            )
+        if not (model_dir / "processor_config.json").is_file():
+            raise FileNotFoundError(
+                f"{model_dir} has no processor_config.json: export it with trainers.llm_loading.export_merged "
+                "(the model card's snippet loads the processor and the cl3mrec-scoring pipeline)"
+            )
+    auto_map = config.get("auto_map") or {}
+    if not auto_map:
+        logger.warning("%s: config.json has no auto_map; AutoModel(trust_remote_code=True) will not load it", model_dir)
+    code = {f"auto_map[{auto_class!r}]": reference for auto_class, reference in auto_map.items()}
+    for task, info in (config.get("custom_pipelines") or {}).items():
+        code[f"custom_pipelines[{task!r}]['impl']"] = info.get("impl")
+    for field, reference in code.items():
+        for target in [reference] if isinstance(reference, str) else reference:
+            if not target or "--" in target:  # None (no fast tokenizer) or code in another repo
+                continue
+            module_file = model_dir / f"{target.rsplit('.', 1)[0]}.py"
+            if not module_file.is_file():
+                raise FileNotFoundError(f"{model_dir}: config.{field} = {target!r} but {module_file.name} is missing")
+    return config
+
+
+def push_model(
+    model_dir,
+    repo_id: str,
+    *,
+    private: Optional[bool] = None,
+    revision: Optional[str] = None,
+    commit_message: Optional[str] = None,
+    token: Optional[str] = None,
+    card_kwargs: Optional[dict] = None,
+) -> CommitInfo:
+    """Validate ``model_dir``, write its ``README.md`` card and upload the folder to ``repo_id``.
+
+    Args:
+        model_dir: a saved model directory (see :func:`validate_model_dir`).
+        repo_id: ``"org/name"`` (or ``"name"`` in the token owner's namespace); created if missing.
+        private: visibility of a newly created repo (ignored when it exists).
+        revision: branch to commit to (created from ``main`` if missing); default ``main``.
+        commit_message: default ``"Upload <dir name> with cl3mrec"``.
+        token: Hub token; default ``HF_TOKEN`` / the saved login.
+        card_kwargs: extra keyword arguments of :func:`trainers.hub.model_card.render_model_card`
+            (``base_model``, ``datasets``, ``stage_recipe``, ``eval_results``, ...).
+
+    Returns:
+        The ``CommitInfo`` of the upload commit.
+    """
+    model_dir = Path(model_dir)
+    validate_repo_id(repo_id)
+    validate_model_dir(model_dir)
+    write_model_card(model_dir, repo_id=repo_id, **(card_kwargs or {}))
+
+    api = HfApi(token=token)
+    repo_url = api.create_repo(repo_id, private=private, exist_ok=True)
+    if revision and revision != "main":
+        api.create_branch(repo_id, branch=revision, exist_ok=True)
+    commit = api.upload_folder(
+        repo_id=repo_id,
+        folder_path=model_dir,
+        revision=revision,
+        commit_message=commit_message or f"Upload {model_dir.resolve().name} with cl3mrec",
+        ignore_patterns=IGNORE_PATTERNS,
+    )
+    logger.info("pushed %s to %s (commit %s)", model_dir, repo_url, commit.oid)
+    return commit

@@ -1,0 +1,90 @@
+"""Batch scoring of a saved (or in-memory) CL3M-Rec model: one float per dataset row, row order kept."""
+
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+from transformers import AutoTokenizer
+
+from modeling_cl3mrec import CL3MRecModel, CL3MRecProcessor
+
+from ..training.prompt_dataset import CL3MRecCollator, length_grouped_batches, tokenize_dataset
+
+logger = logging.getLogger(__name__)
+
+
+def bf16_autocast_supported(device: torch.device) -> bool:
+    """Whether bf16 autocast is usable on `device` (CPU: always with torch >= 2; CUDA: if the GPU supports it)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return device.type == "cpu"
+
+
+def load_processor(model_dir, config) -> CL3MRecProcessor:
+    """The processor saved in `model_dir`; models exported before processors were saved (no
+    `processor_config.json`) get one built from their config (which then still carried `max_history`) and tokenizer."""
+    if (Path(model_dir) / "processor_config.json").is_file():
+        return CL3MRecProcessor.from_pretrained(model_dir)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    return CL3MRecProcessor.from_model_config(tokenizer, config, max_history=getattr(config, "max_history", 10))
+
+
+class CL3MRecScorer:
+    """Score rows with a CL3M-Rec model.
+
+    Args:
+        model: a `CL3MRecModel` (or a PEFT wrapper of one).
+        processor: its `CL3MRecProcessor` (template, placeholders, history length); e.g.
+            `CL3MRecProcessor.from_model_config(tokenizer, model.config, with_ids=False)` for the text prompt.
+        batch_size: rows per forward pass.
+        use_bf16: run under bf16 autocast when supported (about 3x faster on CPU); False for exact fp32.
+        show_progress: tqdm progress bar.
+    """
+
+    def __init__(
+        self,
+        model,
+        processor: CL3MRecProcessor,
+        batch_size: int = 16,
+        use_bf16: bool = True,
+        show_progress: bool = True,
+    ):
+        self.model = model.eval()
+        self.processor = processor
+        self.batch_size = batch_size
+        self.use_bf16 = use_bf16
+        self.show_progress = show_progress
+        self.collator = CL3MRecCollator(processor)
+        self.last_rows_per_second = None
+
+    @classmethod
+    def from_pretrained(cls, model_dir, device: str | None = None, attn_implementation: str = "sdpa", **kwargs):
+        """Load a saved model + processor from `model_dir` (registered classes; no remote code needed)."""
+        model = CL3MRecModel.from_pretrained(model_dir, attn_implementation=attn_implementation)
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        return cls(model.to(device), load_processor(model_dir, model.config), **kwargs)
+
+    @torch.inference_mode()
+    def score(self, dataset) -> np.ndarray:
+        """Scores `[len(dataset)]` (float64) in the dataset's row order; logs rows/second."""
+        tokenized = tokenize_dataset(dataset, self.processor)
+        batches = length_grouped_batches(tokenized["length"], self.batch_size)
+        device = next(self.model.parameters()).device
+        use_bf16 = self.use_bf16 and bf16_autocast_supported(device)
+        autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16)
+        rows = tokenized.to_list()
+        scores = np.empty(len(rows), dtype=np.float64)
+        start = time.perf_counter()
+        with autocast:
+            for indices in tqdm(batches, desc="Scoring", disable=not self.show_progress):
+                batch = self.collator([rows[i] for i in indices])
+                batch.pop("labels", None)
+                outputs = self.model(**{name: tensor.to(device) for name, tensor in batch.items()})
+                scores[indices] = outputs.logits.float().cpu().numpy()
+        elapsed = time.perf_counter() - start
+        self.last_rows_per_second = len(rows) / elapsed if elapsed > 0 else float("inf")
+        logger.info("scored %d rows in %.1f s (%.1f rows/s)", len(rows), elapsed, self.last_rows_per_second)
+        return scores

@@ -1,0 +1,1 @@
+"""The bundled prompt templates, ``<name>.txt`` (package data, read by :mod:`trainers.prompt_templates`)."""

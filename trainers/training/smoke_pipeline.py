@@ -1,0 +1,122 @@
+"""``cl3mrec pipeline``: the whole recipe on synthetic data with a tiny LLM, ending with a remote-code reload check.
+
+synthetic data → CF pretraining → tiny random LLM → each stage of the YAML's ``stages`` (each continues from the
+previous one, :func:`trainers.training.stage_run.run_stage`) → export → reload through ``pipeline("cl3mrec-scoring",
+trust_remote_code=True)`` in a fresh process that never imports this repository → the scores must match.
+"""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from ..atomic_io import write_json_atomic
+from .config_values import load_yaml_file
+from .stage_run import run_stage
+from .training_args import parse_config
+
+RELOAD_SCRIPT = """
+import sys
+import numpy as np
+from datasets import load_from_disk
+from transformers import pipeline
+model_dir, data_dir, split, rows_file, out = sys.argv[1:6]
+recommender = pipeline("cl3mrec-scoring", model=model_dir, trust_remote_code=True, device="cpu")
+if any(name.split(".")[0] in ("modeling_cl3mrec", "trainers", "data_scripts") for name in sys.modules):
+    sys.exit("a local cl3mrec package was imported: the remote-code path is not what ran")
+records = load_from_disk(data_dir)[split].select(np.load(rows_file)).to_list()
+np.save(out, np.array([result["score"] for result in recommender(records, batch_size=16)]))
+"""
+PIPELINE_KEYS = {"out_dir", "seed", "data", "cf", "llm", "defaults", "stages", "reload_atol"}
+
+
+def reload_scores(model_dir: Path, data_dir: Path, split: str, rows_file: Path) -> np.ndarray:
+    """Scores of an exported model through ``pipeline("cl3mrec-scoring", trust_remote_code=True)`` (AutoModel +
+    AutoProcessor + the custom pipeline) in a fresh Python process that never imports this repository's
+    packages (so the copied remote code is what runs)."""
+    out = model_dir / "reload_scores.npy"
+    command = [sys.executable, "-c", RELOAD_SCRIPT, str(model_dir), str(data_dir), split, str(rows_file), str(out)]
+    result = subprocess.run(command, capture_output=True, text=True, cwd=Path(__file__).resolve().parents[2])
+    if result.returncode != 0:
+        raise RuntimeError(f"reloading {model_dir} in a fresh process failed:\n{result.stderr[-3000:]}")
+    return np.load(out)
+
+
+def prepare_pipeline_inputs(spec: dict, out_dir: Path, seed: int) -> dict:
+    """Synthetic data → pretrained CF encoder → tiny LLM (main process only); returns the CF report."""
+    from data_scripts.synthetic import generate_synthetic
+
+    from ..cf_training import DEFAULT_MAX_HISTORY, TRAIN_DEFAULTS, load_cf_data, save_run, train_cf_model
+    from ..tiny_llm import build_tiny_llm, texts_from_dataset
+
+    data_dir, cf_dir, llm_dir = out_dir / "data", out_dir / "cf", out_dir / "llm"
+    generate_synthetic(data_dir, seed=seed, **spec.get("data", {}))
+    cf_spec = spec.get("cf", {})
+    model_fields = dict(cf_spec.get("model", {"encoder_type": "mf", "hidden_size": 16}))
+    splits, num_users, num_items = load_cf_data(str(data_dir), model_fields.get("max_history", DEFAULT_MAX_HISTORY))
+    cf_model, summary = train_cf_model(
+        model_fields, {**TRAIN_DEFAULTS, **cf_spec.get("train", {})}, splits, num_users, num_items, seed
+    )
+    save_run(cf_model, summary, cf_dir)
+    build_tiny_llm(llm_dir, arch=spec.get("llm", {}).get("arch", "llama"), texts=texts_from_dataset(data_dir), seed=seed)
+    return {"valid_small_auc": summary["valid_small"]["auc"], "valid_small_uauc": summary["valid_small"]["uauc"]}
+
+
+def run_pipeline(config_path: str) -> dict:
+    """The whole recipe on synthetic data with a tiny LLM: data → CF pretraining → each stage of
+    ``stages`` (each continues from the previous one) → export → reload in a fresh process → same scores.
+
+    Results are also written to ``<out_dir>/pipeline_results.json``.
+    """
+    spec = load_yaml_file(config_path) or {}
+    if not isinstance(spec, dict):
+        raise ValueError(f"{config_path}: expected a mapping with out_dir and stages")
+    unknown = sorted(set(spec) - PIPELINE_KEYS)
+    if unknown or "stages" not in spec or "out_dir" not in spec:
+        raise ValueError(f"{config_path}: needs out_dir and stages; unknown key(s) {unknown}; known {sorted(PIPELINE_KEYS)}")
+    out_dir, seed = Path(spec["out_dir"]), int(spec.get("seed", 0))
+    # Parse every stage first (fail fast); the TrainingArguments also set up the process state (use_cpu
+    # included), so it must exist before PartialState() is asked which process is the main one.
+    stages, previous = [], None
+    for index, stage_spec in enumerate(spec["stages"]):
+        stage_spec = dict(stage_spec)
+        name = stage_spec.pop("name", stage_spec.get("stage", f"stage{index}"))
+        values = {
+            "seed": seed,
+            "llm_path": str(out_dir / "llm"),
+            "data_dir": str(out_dir / "data"),
+            "cf_model_dir": str(out_dir / "cf"),
+            "text_cache_dir": str(out_dir / "cache"),
+            "init_from": previous,
+            "do_train": True,
+            **spec.get("defaults", {}),
+            **stage_spec,
+            "output_dir": str(out_dir / name),
+        }
+        stages.append((name, parse_config(values)))
+        previous = values["output_dir"]
+    state = stages[0][1][2].distributed_state
+    results = {"cf": None, "stages": {}}
+    if state.is_main_process:
+        results["cf"] = prepare_pipeline_inputs(spec, out_dir, seed)
+    state.wait_for_everyone()
+
+    for name, (model_args, data_args, args) in stages:
+        metrics = run_stage(model_args, data_args, args)
+        results["stages"][name] = {key: value for key, value in metrics.items() if key.startswith("eval_")}
+
+    if state.is_main_process:
+        stage_dir = Path(args.output_dir)
+        export_dir = Path(args.export_dir or stage_dir / "merged")
+        expected = np.load(stage_dir / "eval_scores.npy")
+        reloaded = reload_scores(export_dir, out_dir / "data", data_args.eval_split, stage_dir / "eval_rows.npy")
+        difference = float(np.abs(expected - reloaded).max())
+        results.update(
+            export_dir=str(export_dir),
+            reload_max_abs_diff=difference,
+            reload_identical=bool(difference <= float(spec.get("reload_atol", 1e-4))),
+        )
+        write_json_atomic(out_dir / "pipeline_results.json", results)
+    state.wait_for_everyone()
+    return results
