@@ -71,8 +71,9 @@ from pathlib import Path
 out, source = Path(sys.argv[1]), sys.argv[2]
 print(f"\nResults on valid_small - {source}")
 print(f"{'model':<27} {'AUC':>7} {'UAUC':>7} {'warm AUC':>9} {'cold AUC':>9} {'rows':>6}")
-cf = json.loads((out / "cf" / "mf" / "metrics.json").read_text())["valid_small"]
-rows = [("MF (CF only)", cf)]  # a CF run's metrics.json and a stage's eval_results.json: {split: ranking_report}
+# A CF run's metrics.json and a stage's eval_results.json: {split: ranking_report}.
+rows = [(f"{name} (CF only)", json.loads((out / "cf" / encoder / "metrics.json").read_text())["valid_small"])
+        for name, encoder in (("MF", "mf"), ("LightGCN", "lightgcn"))]
 for name in ("zero_shot", "tallrec_lora", "collm_cie", "cl3mrec_cie", "collm_cie_fused", "cl3mrec_cie_fused",
              "collm_cie_fused_lightgcn", "cl3mrec_cie_fused_lightgcn"):
     rows.append((name, json.loads((out / name / "eval_results.json").read_text())["valid_small"]))
