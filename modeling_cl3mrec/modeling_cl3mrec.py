@@ -35,7 +35,8 @@ class CL3MRecOutput(ModelOutput):
 
     Args:
         loss: BCE-with-logits of `logits` against `labels` (only when labels are given).
-        logits `[B]`: the recommendation score ("Yes" logit, or "Yes" − "No" per `config.answer_score`).
+        logits `[B]`: the recommendation score ("Yes" logit, or "Yes" − "No" per `config.answer_score`; plus
+            `w · cf_logits` with `config.score_fusion="residual"`).
         yes_logits / no_logits `[B]`: the two answer logits at the last prompt position.
         answer_hidden_states `[B, H]`: the decoder's (final-normed) hidden state at the last position.
         user_embeds / item_embeds `[B, H]`: projected CF embeddings (first token of each entity); None when
@@ -216,23 +217,22 @@ class CL3MRecModel(CL3MRecPreTrainedModel):
                 f"(totals: tokens {int(found.sum())}, embeddings {int(expected.sum())})"
             )
 
-    def _append_bias(self, embeds: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-        """`[..., d]` → `[..., d + 1]` with the bias term `[...]` appended (`cf_features="embedding_bias"`)."""
-        if self.config.cf_features != "embedding_bias":
-            return embeds
-        return torch.cat([embeds, bias.unsqueeze(-1).to(embeds.dtype)], dim=-1)
-
     def cf_features(self, user_ids, item_ids, history_item_ids) -> tuple[torch.Tensor, torch.Tensor]:
-        """What the projector reads for each row's user and item: `(users [B, f], items [B, f])`."""
+        """What the projector reads for each row's user and item: `(users [B, f], items [B, f])`: the CF embeddings,
+        with the bias terms of the CF score appended under `cf_features="embedding_bias"`."""
         cf_user, cf_item = self.cf_encoder.encode(user_ids, item_ids, history_item_ids)  # [B, d] each
-        return (
-            self._append_bias(cf_user, self.cf_encoder.user_bias_term(user_ids)),
-            self._append_bias(cf_item, self.cf_encoder.item_bias_term(item_ids)),
-        )
+        if self.config.cf_features != "embedding_bias":
+            return cf_user, cf_item
+        user_bias = self.cf_encoder.user_bias_term(user_ids).unsqueeze(-1).to(cf_user.dtype)  # [B, 1]
+        item_bias = self.cf_encoder.item_bias_term(item_ids).unsqueeze(-1).to(cf_item.dtype)  # [B, 1]
+        return torch.cat([cf_user, user_bias], dim=-1), torch.cat([cf_item, item_bias], dim=-1)
 
     def item_features(self, item_ids: torch.LongTensor) -> torch.Tensor:
         """What the projector reads for items of any shape `[...]` → `[..., f]` (history items, item tables)."""
-        return self._append_bias(self.cf_encoder.encode_items(item_ids), self.cf_encoder.item_bias_term(item_ids))
+        embeds = self.cf_encoder.encode_items(item_ids)  # [..., d]
+        if self.config.cf_features != "embedding_bias":
+            return embeds
+        return torch.cat([embeds, self.cf_encoder.item_bias_term(item_ids).unsqueeze(-1).to(embeds.dtype)], dim=-1)
 
     def embed_inputs(self, input_ids, user_ids, item_ids, history_item_ids):
         """Token embeddings `[B, T, H]` with CF placeholders filled; also returns the CF outputs (a dict).

@@ -5,9 +5,9 @@ Saved with a model as a custom task (``custom_pipelines`` in ``config.json`` + t
     recommender = pipeline("cl3mrec-scoring", model=model_dir, trust_remote_code=True)  # add device=0 for CUDA
     recommender({"user_id": 7, "item_id": 6, "title": "Heat (1995)", "history_item_ids": [1, 2],
                  "history_titles": ["Toy Story (1995)", "Fargo (1996)"]})
-    # {'user_id': 7, 'item_id': 6, 'title': 'Heat (1995)', 'score': 0.83}
+    # {'user_id': 7, 'item_id': 6, 'title': 'Heat (1995)', 'score': 1.42}   (a logit)
     recommender(user_record, candidates=[{"item_id": 6, "title": "Heat (1995)"}, ...], top_k=5)
-    # [{'item_id': 6, 'title': 'Heat (1995)', 'score': 0.83}, ...]  best first
+    # [{'item_id': 6, 'title': 'Heat (1995)', 'score': 1.42}, ...]  best first
 
 works without this repository. Inputs are built by the model's `CL3MRecProcessor` (loaded with
 ``AutoProcessor``); the score is the model's ``logits`` (``sigmoid(score)`` = P(the user likes the item)).
@@ -82,7 +82,8 @@ class CL3MRecScoringPipeline(Pipeline):
         """``{"records", "batches"}``: the records and their model inputs, ``chunk_size`` rows per padded batch."""
         records = inputs["records"]
         starts = range(0, len(records), chunk_size)
-        batches = [dict(self.processor(records[start : start + chunk_size])) for start in starts]
+        # Left padding whatever the saved processor says: the model reads the score at position -1.
+        batches = [dict(self.processor(records[start : start + chunk_size], padding_side="left")) for start in starts]
         return {"records": records, "batches": batches}
 
     def _forward(self, model_inputs: dict) -> dict:

@@ -15,6 +15,7 @@ the test split stays unseen. Writes a Markdown report and a JSON file beside it.
 """
 
 import argparse
+import hashlib
 import json
 import logging
 from pathlib import Path
@@ -59,8 +60,15 @@ def split_scores(run_dir: Path, split_name: str, split) -> np.ndarray:
     if is_cf_model(run_dir):
         return load_scorer(run_dir).score(split)
     if split_name == "valid_small":
+        evaluated = list(json.loads((run_dir / "eval_results.json").read_text()))
+        if all(key.startswith("eval_") for key in evaluated):  # a stage folder from before the one-shape change
+            evaluated = list(json.loads((run_dir / "merged" / "eval_results.json").read_text()))
+        if evaluated != ["valid_small"]:
+            raise SystemExit(f"{run_dir} was evaluated on {evaluated}, not valid_small: its eval_scores.npy do not fit")
         return np.load(run_dir / "eval_scores.npy")
-    cache = run_dir / f"{split_name}_scores.npy"
+    # The cache name carries the rows it scored, so another data folder or split never reuses it.
+    rows = hashlib.sha256(json.dumps([split["user_id"], split["item_id"], split["timestamp"]]).encode()).hexdigest()
+    cache = run_dir / f"{split_name}_scores_{rows[:12]}.npy"
     if not cache.is_file():
         logger.info("scoring %s on %d %s rows", run_dir, len(split), split_name)
         scores = load_scorer(run_dir / "merged").score(split)

@@ -185,10 +185,12 @@ def test_fusion_weight_and_alignment_heads_train_with_the_projector(make_cl3mrec
 
     model, _ = make_cl3mrec("llama", "mf", cf_features="embedding_bias", score_fusion="residual", alignment_dim=4)
     peft_model = add_lora(model, r=2, alpha=4, dropout=0.0, target_modules=["q_proj"])
-    counts = apply_stage(peft_model, "cie")
+    counts = apply_stage(peft_model, "cie", contrastive_weight=0.1)
     assert counts["score_fusion"]["trainable"] == 1
     assert counts["alignment_heads"]["trainable"] == 2 * 4 * model.config.text_config.hidden_size
     assert counts["lora"]["trainable"] == 0
+    counts = apply_stage(peft_model, "cie", contrastive_weight=0.0)  # nothing would give the heads a gradient
+    assert counts["alignment_heads"]["trainable"] == 0 and counts["score_fusion"]["trainable"] == 1
     apply_stage(peft_model, "lora")
     assert {parameter_group(name) for name in trainable_parameter_names(peft_model)} == {"lora"}
 

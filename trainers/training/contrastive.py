@@ -3,7 +3,7 @@
 CL3M-Rec aligns the collaborative view of an entity (its CF features after the projector, in the LLM's
 input-embedding space) with the language view of the same entity (the frozen LLM's mean-pooled hidden states
 of its text). This is our reconstruction of the loss (the paper text is not public): the CLIP loss (Radford et
-al., 2021), with two changes that make it learn on a recommendation batch:
+al., 2021), with three changes that make it learn on a recommendation batch:
 
 * **Negatives are the whole table**, not the batch: the CF view of every item is one projector pass over the
   item table (no LLM pass) and the text view is cached, so each anchor competes against all ~3k items (users:
@@ -13,10 +13,14 @@ al., 2021), with two changes that make it learn on a recommendation batch:
 * **Matching spaces**: with ``config.alignment_dim > 0`` both views pass CLIP-style linear heads
   (:class:`modeling_cl3mrec.modeling_cl3mrec.CL3MRecAlignmentHeads`) into one space before the cosine; with 0 the
   two views are compared directly.
+* **Centred views**: mean-pooled LLM states are anisotropic (any two ML-1M titles have cosine 0.93 under
+  SmolLM2-135M), so the text tables and the CF item table are centred over their valid rows before the cosine;
+  without it the item loss did not move from ln(number of items).
 
 Items are aligned in both directions (CF → text and text → CF). Users are aligned CF → text only: a user's CF
 view depends on the row (its history, for sequential encoders), so there is no user CF table to rank texts
-against; the user text table is the mean text view of the items in the user's last train history.
+against; the user text table is the mean text view of the items in the user's last train history. The user CF
+anchors (a batch's few rows) are not centred: a batch mean of <= 8 rows would distort them more than it removes.
 """
 
 from collections.abc import Callable, Sequence
@@ -100,7 +104,7 @@ def table_info_nce(
         raise ValueError(f"table_info_nce needs targets of shape [A]={anchors.shape[0]}, got {tuple(targets.shape)}")
     if anchors.shape[0] == 0:
         zero = anchors.sum() * 0.0 + candidates.sum() * 0.0
-        return ContrastiveResult(zero, torch.tensor(float("nan")), 0)
+        return ContrastiveResult(zero, torch.full((), float("nan"), device=anchors.device), 0)
     logits = F.normalize(anchors.float(), dim=-1) @ F.normalize(candidates.float(), dim=-1).T / temperature  # [A, N]
     if candidate_valid is not None:
         if not bool(candidate_valid[targets].all()):

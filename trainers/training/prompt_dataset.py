@@ -50,7 +50,7 @@ class CL3MRecCollator:
         self.processor = processor
 
     def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
-        batch = dict(self.processor.pad(features))
+        batch = dict(self.processor.pad(features, padding_side="left"))  # the model reads position -1
         if "label" in features[0]:
             batch["labels"] = torch.tensor([float(f["label"]) for f in features])
         return batch

@@ -101,7 +101,7 @@ def build_stage(model_args, data_args, args) -> StageSetup:
     text_views = None
     if with_ids:  # the contrastive loss needs them; the alignment report reads them for every CF stage
         text_views = build_text_views(model, processor, dataset_dict, model_args, data_args, args)
-    apply_stage(model, args.stage, args.train_cf_encoder)  # after disable_adapter(), which unfreezes adapters
+    apply_stage(model, args.stage, args.train_cf_encoder, args.contrastive_weight)  # after disable_adapter(), which unfreezes adapters
 
     patience = args.early_stopping_patience
     trainer = CL3MRecTrainer(

@@ -38,7 +38,8 @@ STAGE_GROUPS = {
     "cie": ("projector",),
     "joint": ("lora", "projector"),
 }
-OPTIONAL_GROUPS = ("score_fusion", "alignment_heads")  # train beside the projector when the model has them
+OPTIONAL_GROUPS = ("score_fusion", "alignment_heads")  # train beside the projector when the model has them (the
+# heads only with a contrastive loss: apply_stage's contrastive_weight > 0)
 
 
 def parameter_group(name: str) -> str:
@@ -95,7 +96,9 @@ def check_stage_settings(
         )
 
 
-def apply_stage(model: nn.Module, stage: str, train_cf_encoder: bool = False) -> dict[str, dict[str, int]]:
+def apply_stage(
+    model: nn.Module, stage: str, train_cf_encoder: bool = False, contrastive_weight: float = 0.0
+) -> dict[str, dict[str, int]]:
     """Set ``requires_grad`` of every parameter of ``model`` for ``stage`` and log the counts per group.
 
     Returns:
@@ -106,6 +109,8 @@ def apply_stage(model: nn.Module, stage: str, train_cf_encoder: bool = False) ->
             (e.g. stage ``lora`` on a model without LoRA layers).
     """
     groups = trainable_groups(stage, train_cf_encoder)
+    if contrastive_weight <= 0:  # nothing would give the alignment heads a gradient
+        groups = tuple(group for group in groups if group != "alignment_heads")
     counts: dict[str, Counter] = {}
     for name, param in model.named_parameters():
         group = parameter_group(name)

@@ -1,9 +1,10 @@
 """``CL3MRecTrainer``: ``transformers.Trainer`` + contrastive CF/text alignment + AUC/UAUC evaluation.
 
 Shaped after TRL's ``RewardTrainer``: ``compute_loss`` computes the whole loss (BCE on the answer score
-+ λ · symmetric InfoNCE), returns ``(loss, outputs)`` when asked, and logs each term through a per-mode
-metrics buffer that the overridden :meth:`CL3MRecTrainer.log` averages (``loss/rec``,
-``loss/contrastive``, ``contrastive/accuracy``). Evaluation returns the answer scores in row order with
++ λ · the whole-table InfoNCE of :mod:`trainers.training.contrastive`: items both directions, users CF → text),
+returns ``(loss, outputs)`` when asked, and logs each term through a per-mode metrics buffer that the overridden
+:meth:`CL3MRecTrainer.log` averages (``loss/rec``, ``loss/contrastive`` and ``loss/contrastive_{item,user}``,
+``contrastive/accuracy`` and ``contrastive/{item,user}_accuracy``). Evaluation returns the answer scores in row order with
 ``[label, user_id, warm]`` as label ids, so Trainer's gathering (DDP included) keeps rows aligned and
 ``compute_metrics`` reports ``eval_auc``, ``eval_uauc``, ``eval_warm_auc``, … via ``ranking_report``.
 Evaluation batches are length-sorted (longest first: little left padding, as in ``CL3MRecScorer``); the

@@ -90,8 +90,14 @@ class CL3MRecTrainingArguments(TrainingArguments):
     )
 
     def __post_init__(self):
+        if self.use_cpu is False and not torch.cuda.is_available():
+            raise ValueError("use_cpu=false insists on a CUDA GPU, but none is available; leave use_cpu unset")
         if self.use_cpu is None:
             self.use_cpu = not torch.cuda.is_available()
+        # Every trainable parameter gets a gradient each step, some (alignment heads) only from the loss computed
+        # outside the DDP-wrapped forward: DDP's unused-parameter search would mark those ready twice.
+        if self.ddp_find_unused_parameters is None:
+            self.ddp_find_unused_parameters = False
         super().__post_init__()
         trainable_groups(self.stage, self.train_cf_encoder)  # raises on an unknown stage / bad combination
         if self.contrastive_weight < 0:
