@@ -143,3 +143,33 @@ def test_cpu_2proc_launch_runs_train_cli(tmp_path):
     results = ModelCard.load(merged / "README.md").data.eval_results
     auc = next(r.metric_value for r in results if r.metric_type == "roc_auc" and r.metric_config == "all")
     assert auc == pytest.approx(report["auc"])
+
+
+@pytest.mark.slow
+def test_cpu_2proc_launch_trains_the_fused_cl3mrec_recipe(tmp_path):
+    """Stage cie with bias features, residual fusion and the contrastive loss through alignment heads under 2 DDP
+    processes: the heads get their gradient outside the wrapped forward (DDP must not search for unused
+    parameters), and both ranks end with the same trained weights in the export."""
+    from trainers.training.smoke_pipeline import prepare_pipeline_inputs
+
+    spec = {
+        "data": {"num_users": 30, "num_items": 40, "interactions_per_user": 12},
+        "cf": {"model": {"encoder_type": "mf", "hidden_size": 8, "use_bias": True, "max_history": 5},
+               "train": {"epochs": 1, "batch_size": 256, "lr": 0.01, "selection_split": "valid_small"}},
+    }
+    prepare_pipeline_inputs(spec, tmp_path, seed=0)
+    fused = STAGE_CONFIG.replace("stage: lora", "stage: cie").replace("template: tallrec_ml1m", "template: collm_ml1m")
+    fused += (
+        f"cf_model_dir: {tmp_path}/cf\ncontrastive_weight: 0.5\nalignment_dim: 8\n"
+        "cf_features: embedding_bias\nscore_fusion: residual\n"
+    )
+    config = tmp_path / "stage.yaml"
+    config.write_text(fused.format(root=tmp_path))
+    result = _accelerate_launch(
+        ACCELERATE_DIR / "cpu_2proc.yaml", "-m", "trainers.cli", "train", "--config", str(config), timeout=300
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    state = json.loads((tmp_path / "out" / "trainer_state.json").read_text())
+    assert state["global_step"] == 4
+    logged = {key for entry in state["log_history"] for key in entry}
+    assert {"loss/contrastive_item", "contrastive/user_accuracy"} <= logged
