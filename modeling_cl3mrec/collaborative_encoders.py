@@ -28,6 +28,10 @@ class CollaborativeEncoder(nn.Module):
     logit); :meth:`score` adds the biases.
     """
 
+    # Whether the user view of `encode` depends on the target item (DIN): then a prompt's user placeholder differs
+    # per candidate, and prompt prefixes can be shared across rows only up to it.
+    target_aware_user = False
+
     def __init__(self, config: CFRecConfig):
         super().__init__()
         self.config = config
@@ -309,6 +313,8 @@ class DINEncoder(MFEncoder):
     attention weights are not softmax-normalised; padding positions get weight 0. ``encode`` returns
     ``user_emb = p_u + interest`` (the target-aware user view) and ``item_emb = q_i``.
     """
+
+    target_aware_user = True
 
     def __init__(self, config: CFRecConfig):
         super().__init__(config)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 from transformers import AutoModelForCausalLM, DynamicCache, PreTrainedModel
+from transformers.cache_utils import DynamicLayer
 from transformers import initialization as init
 from transformers.utils import ModelOutput
 
@@ -24,9 +25,32 @@ from .collaborative_encoders import build_collaborative_encoder, init_cf_weights
 from .configuration_cl3mrec import CL3MRecConfig
 
 
+PROMPT_PARTS = ("user", "item", "history")
+
+
 def decoder_cache_kwarg(decoder: nn.Module) -> str:
     """Name of a decoder's KV-cache argument: `cache` (newer transformers 5.x) or `past_key_values`."""
     return "cache" if "cache" in inspect.signature(decoder.forward).parameters else "past_key_values"
+
+
+def cache_layers(cache: DynamicCache) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Per-layer `(keys, values)` `[B, kv_heads, T, head_dim]` of a filled cache."""
+    return [(layer.keys, layer.values) for layer in cache.layers]
+
+
+def cache_from_layers(config, kv_pairs) -> DynamicCache:
+    """A `DynamicCache` holding the given per-layer `(keys, values)` as they are (views and autograd kept).
+
+    Plain `DynamicLayer`s take the tensors without a copy; other layer types (sliding windows, ...) are filled
+    through the constructor, which copies them once."""
+    cache = DynamicCache(config=config)
+    kv_pairs = list(kv_pairs)
+    if kv_pairs and len(cache.layers) == len(kv_pairs) and all(type(layer) is DynamicLayer for layer in cache.layers):
+        for layer, (keys, values) in zip(cache.layers, kv_pairs):
+            layer.lazy_initialization(keys, values)
+            layer.keys, layer.values = keys, values
+        return cache
+    return DynamicCache(ddp_cache_data=kv_pairs or None, config=config)
 
 
 @dataclass
@@ -234,11 +258,17 @@ class CL3MRecModel(CL3MRecPreTrainedModel):
             return embeds
         return torch.cat([embeds, self.cf_encoder.item_bias_term(item_ids).unsqueeze(-1).to(embeds.dtype)], dim=-1)
 
-    def embed_inputs(self, input_ids, user_ids, item_ids, history_item_ids):
-        """Token embeddings `[B, T, H]` with CF placeholders filled; also returns the CF outputs (a dict).
+    def embed_inputs(self, input_ids, user_ids, item_ids, history_item_ids, parts=PROMPT_PARTS):
+        """Token embeddings `[B, T, H]` with CF placeholders filled; also returns the CF outputs (a dict, per row).
 
         Public so that callers which run the decoder themselves (prefix-cached ranking) fill placeholders
-        exactly as `forward` does."""
+        exactly as `forward` does.
+
+        Args:
+            parts: the placeholder kinds `input_ids` holds, each `tokens_per_entity` times per row (history: per
+                kept history item): all of them for a whole prompt; a shared prompt prefix holds the user context
+                (`("user", "history")`), its suffix the candidate (`("item",)`). Kinds not listed must be absent.
+        """
         placeholder_mask = torch.zeros_like(input_ids, dtype=torch.bool)
         for token_id in self._placeholder_ids():
             placeholder_mask |= input_ids == token_id
@@ -265,20 +295,21 @@ class CL3MRecModel(CL3MRecPreTrainedModel):
         k = self.config.tokens_per_entity
         fills = [("user", self.config.user_token_id, user_tokens, torch.full((batch,), k))]
         fills.append(("item", self.config.item_token_id, item_tokens, torch.full((batch,), k)))
-        if self.config.use_history_embeddings:
+        if self.config.use_history_embeddings and "history" in parts:
             keep = history_item_ids != 0  # [B, L], left-padded: order of kept ids = prompt order
             history_tokens = self.projector(self.item_features(history_item_ids[keep]))  # [N, k, H]
             fills.append(("history", self.config.history_token_id, history_tokens, keep.sum(dim=1).cpu() * k))
         filled = torch.zeros_like(placeholder_mask)
         for kind, token_id, features, expected in fills:
             mask = input_ids == token_id
-            self._check_counts(mask.cpu(), expected, kind)
-            inputs_embeds = inputs_embeds.masked_scatter(mask.unsqueeze(-1), features.to(dtype).reshape(-1))
-            filled |= mask
+            self._check_counts(mask.cpu(), expected if kind in parts else torch.zeros_like(expected), kind)
+            if kind in parts:
+                inputs_embeds = inputs_embeds.masked_scatter(mask.unsqueeze(-1), features.to(dtype).reshape(-1))
+                filled |= mask
         if (placeholder_mask & ~filled).any():
             raise ValueError(
-                f"input_ids contain {int((placeholder_mask & ~filled).sum())} history placeholder tokens but "
-                "config.use_history_embeddings is False"
+                f"input_ids contain {int((placeholder_mask & ~filled).sum())} placeholder tokens that nothing fills: "
+                f"history placeholders without config.use_history_embeddings, or a kind outside parts={parts}"
             )
         cf_outputs = {
             "user_embeds": user_tokens[:, 0],
@@ -291,16 +322,54 @@ class CL3MRecModel(CL3MRecPreTrainedModel):
         }
         return inputs_embeds, cf_outputs
 
-    def _gradient_free_columns(self, input_ids: torch.Tensor) -> int:
+    @property
+    def shared_prefix_parts(self) -> tuple[str, ...]:
+        """Placeholder kinds a prompt prefix shared by all candidates of a user may hold: the user context, but not
+        the user placeholder when the CF encoder's user view depends on the target item (DIN)."""
+        if self.cf_encoder is not None and self.cf_encoder.target_aware_user:
+            return ("history",)
+        return ("user", "history")
+
+    def _gradient_free_columns(self, input_ids: torch.Tensor, all_if_none: bool = False) -> int:
         """Leading columns of `input_ids [B, T]` before any CF placeholder in any row (0 when gradients cannot skip
-        them: no grad, gradient checkpointing, or no placeholder)."""
+        them: no grad or gradient checkpointing). Without any placeholder: `T` if `all_if_none` (a shared prompt
+        prefix, which is followed by the rows' suffixes), else 0."""
         if not torch.is_grad_enabled() or getattr(self.get_decoder(), "gradient_checkpointing", False):
             return 0
         placeholder_columns = torch.zeros_like(input_ids[0], dtype=torch.bool)
         for token_id in self._placeholder_ids():
             placeholder_columns |= (input_ids == token_id).any(dim=0)
         columns = placeholder_columns.nonzero()
-        return int(columns[0, 0]) if columns.numel() else 0
+        if columns.numel():
+            return int(columns[0, 0])
+        return input_ids.shape[1] if all_if_none else 0
+
+    def _decode_into_cache(self, inputs_embeds, attention_mask, position_ids, cache, split: int, **kwargs):
+        """Run the decoder on `inputs_embeds [B, T, H]` into `cache`: columns `[:split]` without an autograd graph,
+        the rest with one; returns the last hidden states `[B, T - split, H]` of the second part (None if empty)."""
+        decoder = self.get_decoder()
+        cache_kwarg = {decoder_cache_kwarg(decoder): cache}
+        if split > 0:
+            with torch.no_grad():
+                decoder(
+                    inputs_embeds=inputs_embeds[:, :split],
+                    attention_mask=attention_mask[:, :split],
+                    position_ids=position_ids[:, :split],
+                    use_cache=True,
+                    **cache_kwarg,
+                    **kwargs,
+                )
+        if split >= inputs_embeds.shape[1]:
+            return None
+        outputs = decoder(
+            inputs_embeds=inputs_embeds[:, split:],
+            attention_mask=attention_mask,
+            position_ids=position_ids[:, split:],
+            use_cache=True,
+            **cache_kwarg,
+            **kwargs,
+        )
+        return outputs.last_hidden_state
 
     def answer_logits(
         self, answer_hidden: torch.Tensor, cf_logits: torch.Tensor | None = None
@@ -338,48 +407,40 @@ class CL3MRecModel(CL3MRecPreTrainedModel):
         history_item_ids: torch.LongTensor | None = None,
         labels: torch.Tensor | None = None,
         frozen_prefix: bool = False,
+        prefix_input_ids: torch.LongTensor | None = None,
+        prefix_attention_mask: torch.Tensor | None = None,
+        prefix_index: torch.LongTensor | None = None,
         **kwargs,
     ) -> CL3MRecOutput:
-        """Score left-padded prompts.
+        """Score prompts, given whole (left-padded) or as shared prefixes + per-row suffixes.
 
         Args:
-            input_ids `[B, T]`: left-padded prompt ids, ending right before the answer.
-            attention_mask `[B, T]`: 1 for prompt tokens, 0 for left padding.
+            input_ids `[B, T]`: left-padded prompt ids, ending right before the answer; with `prefix_input_ids`, the
+                rows' prompt suffixes instead, right-padded.
+            attention_mask `[B, T]`: 1 for prompt tokens, 0 for padding.
             user_ids / item_ids `[B]`: CF ids (only with placeholder prompts).
             history_item_ids `[B, L]`: history item ids, left-padded with 0, most recent last.
             labels `[B]`: 1 = liked; gives `loss` (BCE with logits).
             frozen_prefix: the LLM is frozen (stage `cie`), so the columns before the first CF placeholder carry no
                 gradient: run them once without an autograd graph into a KV cache and backpropagate only through
-                the rest. Same function, less work; ignored without placeholders, without grad or with gradient
-                checkpointing.
+                the rest. Same function, less work; ignored without grad or with gradient checkpointing.
+            prefix_input_ids `[G, P]`, prefix_attention_mask `[G, P]`, prefix_index `[B]`: prompt prefixes shared by
+                several rows (left-padded; `CL3MRecProcessor.pad_shared_prefix` builds them), and the prefix each
+                row continues. Each prefix runs through the decoder once; its key/value cache is gathered for its
+                rows (gradients flow back through the gather), and only the suffixes run per row. Same scores as
+                the whole prompts.
         """
-        inputs_embeds, cf_outputs = self.embed_inputs(input_ids, user_ids, item_ids, history_item_ids)
-        if attention_mask is None:
-            attention_mask = torch.ones_like(input_ids)
-        # Positions count real tokens only, so a prompt's score does not depend on its padding.
-        position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
-        split = self._gradient_free_columns(input_ids) if frozen_prefix else 0
-        decoder, cache = self.get_decoder(), {}
-        if split > 0:
-            cache = {decoder_cache_kwarg(decoder): DynamicCache(config=decoder.config)}
-            with torch.no_grad():
-                decoder(
-                    inputs_embeds=inputs_embeds[:, :split],
-                    attention_mask=attention_mask[:, :split],
-                    position_ids=position_ids[:, :split],
-                    use_cache=True,
-                    **cache,
-                    **kwargs,
-                )
-        decoder_outputs = decoder(
-            inputs_embeds=inputs_embeds[:, split:],
-            attention_mask=attention_mask,
-            position_ids=position_ids[:, split:],
-            use_cache=bool(cache),
-            **cache,
-            **kwargs,
-        )
-        answer_hidden = decoder_outputs.last_hidden_state[:, -1]  # [B, H]
+        if prefix_input_ids is None:
+            answer_hidden, cf_outputs = self._whole_prompt_states(
+                input_ids, attention_mask, user_ids, item_ids, history_item_ids, frozen_prefix, **kwargs
+            )
+        else:
+            if prefix_index is None:
+                raise ValueError("prefix_input_ids needs prefix_index (the prefix of each row)")
+            answer_hidden, cf_outputs = self._shared_prefix_states(
+                prefix_input_ids, prefix_attention_mask, prefix_index, input_ids, attention_mask,
+                user_ids, item_ids, history_item_ids, frozen_prefix, **kwargs,
+            )  # fmt: skip
         logits, yes_logits, no_logits = self.answer_logits(answer_hidden, cf_outputs["cf_logits"])
 
         loss = None
@@ -393,6 +454,70 @@ class CL3MRecModel(CL3MRecPreTrainedModel):
             answer_hidden_states=answer_hidden,
             **cf_outputs,
         )
+
+    def _whole_prompt_states(self, input_ids, attention_mask, user_ids, item_ids, history_item_ids, frozen_prefix, **kwargs):
+        """Answer-position hidden states `[B, H]` of left-padded whole prompts, and the CF outputs."""
+        inputs_embeds, cf_outputs = self.embed_inputs(input_ids, user_ids, item_ids, history_item_ids)
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        # Positions count real tokens only, so a prompt's score does not depend on its padding.
+        position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+        split = self._gradient_free_columns(input_ids) if frozen_prefix else 0
+        if split == 0:
+            hidden = self.get_decoder()(
+                inputs_embeds=inputs_embeds, attention_mask=attention_mask, position_ids=position_ids, **kwargs
+            ).last_hidden_state
+        else:
+            cache = DynamicCache(config=self.get_decoder().config)
+            hidden = self._decode_into_cache(inputs_embeds, attention_mask, position_ids, cache, split, **kwargs)
+        return hidden[:, -1], cf_outputs
+
+    def _shared_prefix_states(
+        self, prefix_input_ids, prefix_attention_mask, prefix_index, input_ids, attention_mask,
+        user_ids, item_ids, history_item_ids, frozen_prefix, **kwargs,
+    ):  # fmt: skip
+        """Answer-position hidden states `[B, H]` of rows given as shared prefixes `[G, P]` (left-padded) + suffixes
+        `[B, S]` (right-padded), and the CF outputs (per row)."""
+        decoder = self.get_decoder()
+        if getattr(decoder, "gradient_checkpointing", False) and self.training:
+            raise ValueError("shared prompt prefixes need the KV cache, which gradient checkpointing turns off")
+        rows = torch.arange(prefix_index.shape[0], device=prefix_index.device)
+        groups = prefix_input_ids.shape[0]
+        first = torch.full((groups,), rows.numel(), device=rows.device).scatter_reduce(0, prefix_index, rows, "amin")
+        if int(first.max()) >= rows.numel():
+            raise ValueError(f"prefix_index leaves some of the {groups} prefixes without a row")
+        ids_of_first = [None if ids is None else ids[first] for ids in (user_ids, item_ids, history_item_ids)]
+        prefix_parts = self.shared_prefix_parts
+        prefix_embeds, _ = self.embed_inputs(prefix_input_ids, *ids_of_first, parts=prefix_parts)  # [G, P, H]
+        suffix_parts = tuple(part for part in PROMPT_PARTS if part not in prefix_parts)
+        suffix_embeds, cf_outputs = self.embed_inputs(
+            input_ids, user_ids, item_ids, history_item_ids, parts=suffix_parts
+        )  # [B, S, H]
+        if prefix_attention_mask is None:
+            prefix_attention_mask = torch.ones_like(prefix_input_ids)
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        prefix_attention_mask, attention_mask = prefix_attention_mask.long(), attention_mask.long()
+
+        prefix_cache = DynamicCache(config=decoder.config)
+        split = self._gradient_free_columns(prefix_input_ids, all_if_none=True) if frozen_prefix else 0
+        prefix_positions = (prefix_attention_mask.cumsum(-1) - 1).clamp(min=0)
+        self._decode_into_cache(prefix_embeds, prefix_attention_mask, prefix_positions, prefix_cache, split, **kwargs)
+        row_cache = cache_from_layers(
+            decoder.config, [(keys[prefix_index], values[prefix_index]) for keys, values in cache_layers(prefix_cache)]
+        )
+        # Suffix positions continue each row's prefix; the mask covers the (left-padded) prefix and the suffix.
+        prefix_lengths = prefix_attention_mask.sum(-1)[prefix_index]  # [B]
+        position_ids = prefix_lengths[:, None] + (attention_mask.cumsum(-1) - 1).clamp(min=0)  # [B, S]
+        hidden = decoder(
+            inputs_embeds=suffix_embeds,
+            attention_mask=torch.cat([prefix_attention_mask[prefix_index], attention_mask], dim=1),
+            position_ids=position_ids,
+            use_cache=True,
+            **{decoder_cache_kwarg(decoder): row_cache},
+            **kwargs,
+        ).last_hidden_state  # [B, S, H]
+        return hidden[rows, attention_mask.sum(-1) - 1], cf_outputs
 
 
 CL3MRecConfig.register_for_auto_class("AutoConfig")

@@ -16,7 +16,7 @@ A record is a mapping with ``history_titles`` (oldest first) and ``title``; temp
 """
 
 import string
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import torch
 from transformers import BatchFeature, ProcessorMixin
@@ -56,6 +56,19 @@ def template_fields(template: str) -> list[str]:
             "{history}/{user} must come before {title}/{item}"
         )
     return fields
+
+
+def common_prefix_length(sequences: Sequence[Sequence[int]], stop_token_ids: Iterable[int] = ()) -> int:
+    """Length of the longest common prefix of token-id sequences, cut before the first of `stop_token_ids` and kept
+    at least one token shorter than the shortest sequence (every row needs a suffix token)."""
+    if not sequences:
+        raise ValueError("common_prefix_length needs at least one sequence")
+    first = sequences[0]
+    length = min(len(seq) for seq in sequences) - 1
+    for seq in sequences[1:]:
+        length = next((i for i in range(length) if first[i] != seq[i]), length)
+    stops = set(stop_token_ids)
+    return next((i for i in range(length) if first[i] in stops), max(length, 0))
 
 
 def template_uses_ids(template: str) -> bool:
@@ -236,25 +249,84 @@ class CL3MRecProcessor(ProcessorMixin):
         side = padding_side or self.padding_side
         if side not in PADDING_SIDES:
             raise ValueError(f"padding_side must be one of {PADDING_SIDES}, got {side!r}")
-        width = max(len(feature["input_ids"]) for feature in features)
-        input_ids = torch.full((len(features), width), self.tokenizer.pad_token_id, dtype=torch.long)
-        attention_mask = torch.zeros((len(features), width), dtype=torch.long)
-        for row, feature in enumerate(features):
-            ids = feature["input_ids"]
+        input_ids, attention_mask = self._padded_ids([feature["input_ids"] for feature in features], side)
+        return BatchFeature(data={"input_ids": input_ids, "attention_mask": attention_mask, **self._id_tensors(features)})
+
+    def _padded_ids(self, sequences: Sequence[Sequence[int]], side: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(input_ids [N, T], attention_mask [N, T])`` of token-id sequences padded on ``side``."""
+        width = max(len(ids) for ids in sequences)
+        input_ids = torch.full((len(sequences), width), self.tokenizer.pad_token_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(sequences), width), dtype=torch.long)
+        for row, ids in enumerate(sequences):
             span = slice(width - len(ids), width) if side == "left" else slice(0, len(ids))
             input_ids[row, span] = torch.as_tensor(ids, dtype=torch.long)
             attention_mask[row, span] = 1
-        batch = {"input_ids": input_ids, "attention_mask": attention_mask}
-        if self.with_ids:
-            histories = [feature["history_item_ids"] for feature in features]
-            history = torch.zeros((len(features), max(1, *(len(h) for h in histories))), dtype=torch.long)
-            for row, ids in enumerate(histories):
-                if ids:
-                    history[row, history.shape[1] - len(ids) :] = torch.as_tensor(ids, dtype=torch.long)
-            batch["user_ids"] = torch.tensor([feature["user_id"] for feature in features], dtype=torch.long)
-            batch["item_ids"] = torch.tensor([feature["item_id"] for feature in features], dtype=torch.long)
-            batch["history_item_ids"] = history
-        return BatchFeature(data=batch)
+        return input_ids, attention_mask
+
+    def _id_tensors(self, features: Sequence[Mapping]) -> dict[str, torch.Tensor]:
+        """``user_ids [B]``, ``item_ids [B]``, ``history_item_ids [B, L]`` (left-padded with 0) for ID templates."""
+        if not self.with_ids:
+            return {}
+        histories = [feature["history_item_ids"] for feature in features]
+        history = torch.zeros((len(features), max(1, *(len(h) for h in histories))), dtype=torch.long)
+        for row, ids in enumerate(histories):
+            if ids:
+                history[row, history.shape[1] - len(ids) :] = torch.as_tensor(ids, dtype=torch.long)
+        return {
+            "user_ids": torch.tensor([feature["user_id"] for feature in features], dtype=torch.long),
+            "item_ids": torch.tensor([feature["item_id"] for feature in features], dtype=torch.long),
+            "history_item_ids": history,
+        }
+
+    @staticmethod
+    def context_key(feature: Mapping) -> tuple:
+        """What a row's prompt prefix depends on: its user and (recent) history; rows with equal keys share it."""
+        return (feature.get("user_id"), tuple(feature.get("history_item_ids") or ()), tuple(feature.get("history_titles") or ()))
+
+    def pad_shared_prefix(self, features: Sequence[Mapping], share_user: bool = True) -> BatchFeature:
+        """Pad encoded rows as shared prompt prefixes + per-row suffixes, the form in which `CL3MRecModel.forward`
+        runs each prefix once for all its rows.
+
+        Rows with the same :meth:`context_key` share a prefix: the longest common token prefix of their prompts,
+        cut before the first candidate placeholder (and before the user placeholder unless ``share_user``: a CF
+        encoder whose user view depends on the target item, such as DIN) and at least one token short of the
+        shortest prompt. Cutting token ids (not text) keeps every token as in the whole prompt.
+
+        Returns a `BatchFeature` with ``prefix_input_ids [G, P]`` / ``prefix_attention_mask [G, P]`` (left-padded),
+        ``input_ids [B, S]`` / ``attention_mask [B, S]`` (the suffixes, right-padded), ``prefix_index [B]`` (each
+        row's prefix, in order of first appearance) and, for ID templates, the id tensors of :meth:`pad`.
+        """
+        if not features:
+            raise ValueError("pad_shared_prefix needs at least one row")
+        stops = [self.tokenizer.convert_tokens_to_ids(ITEM_TOKEN)] if self.with_ids else []
+        if self.with_ids and not share_user:
+            stops.append(self.tokenizer.convert_tokens_to_ids(USER_TOKEN))
+        groups: dict[tuple, list[int]] = {}
+        for row, feature in enumerate(features):
+            groups.setdefault(self.context_key(feature), []).append(row)
+        prefixes, suffixes = [], [None] * len(features)
+        prefix_index = torch.empty(len(features), dtype=torch.long)
+        for group, rows in enumerate(groups.values()):
+            ids = [features[row]["input_ids"] for row in rows]
+            length = common_prefix_length(ids, stops)
+            if length == 0:
+                raise ValueError(f"prompts of row {rows[0]} start with a placeholder: nothing to share")
+            prefixes.append(ids[0][:length])
+            for row, row_ids in zip(rows, ids):
+                suffixes[row] = row_ids[length:]
+                prefix_index[row] = group
+        prefix_input_ids, prefix_attention_mask = self._padded_ids(prefixes, "left")
+        input_ids, attention_mask = self._padded_ids(suffixes, "right")
+        return BatchFeature(
+            data={
+                "prefix_input_ids": prefix_input_ids,
+                "prefix_attention_mask": prefix_attention_mask,
+                "input_ids": input_ids,
+                "attention_mask": attention_mask,
+                "prefix_index": prefix_index,
+                **self._id_tensors(features),
+            }
+        )
 
     def __call__(self, records: Mapping | Sequence[Mapping], padding_side: str | None = None) -> BatchFeature:
         """Render, tokenise and pad one record or a list of records (see the class docstring for the output)."""
@@ -266,4 +338,4 @@ class CL3MRecProcessor(ProcessorMixin):
 
 CL3MRecProcessor.register_for_auto_class("AutoProcessor")
 
-__all__ = ["CL3MRecProcessor", "HISTORY_TOKEN", "ITEM_TOKEN", "USER_TOKEN", "template_fields", "template_uses_ids"]
+__all__ = ["CL3MRecProcessor", "HISTORY_TOKEN", "common_prefix_length", "ITEM_TOKEN", "USER_TOKEN", "template_fields", "template_uses_ids"]

@@ -27,11 +27,14 @@ def bench_env(tmp_path_factory, tiny_rows):
         ("bench_scoring.py", "scoring_quick", r"scoring speed-up ours-bf16 vs plain-fp32: [0-9.]+x"),
         ("bench_ranking.py", "ranking_quick", r"ranking speed-up prefix-cached vs pair-by-pair: [0-9.]+x"),
         ("bench_training.py", "training_quick", r"results written to .*training_quick\S*\.md"),
+        ("bench_speedups.py", "speedups_quick", r"results written to .*speedups_quick\S*\.md"),
     ],
 )
 def test_benchmark_quick_mode_runs(bench_env, tiny_llama_dir, script, results_file, last_line):
     env, data, results = bench_env
     command = [sys.executable, f"benchmarks/{script}", "--quick", "--llm", str(tiny_llama_dir), "--data", str(data)]
+    if script == "bench_speedups.py":
+        command += ["--valid-data", str(data)]
     completed = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert completed.returncode == 0, completed.stderr[-3000:]
     assert re.fullmatch(last_line, completed.stdout.strip().splitlines()[-1])

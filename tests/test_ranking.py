@@ -112,7 +112,7 @@ def test_prefix_cached_scores_match_forward(arch, options):
     model, processor = build_model(arch, **options)
     ranker = CandidateRanker(model, processor, batch_size=3)
     expected, ids = pair_by_pair(model, processor)
-    prefix = common_prefix_length(ids, model.config.item_token_id)
+    prefix = common_prefix_length(ids, [model.config.item_token_id])
     assert prefix > 20, "the shared prefix should be cached, not recomputed"
     assert len({len(seq) for seq in ids}) > 2, "candidates must differ in suffix length (padding path)"
     scores = ranker.score(USER_ROW, CANDIDATE_IDS, CANDIDATE_TITLES)
@@ -174,7 +174,7 @@ def test_rank_rejects_bad_inputs():
 def test_common_prefix_length():
     assert common_prefix_length([[1, 2, 3, 4], [1, 2, 5, 6, 7]]) == 2
     assert common_prefix_length([[1, 2, 3], [1, 2, 3]]) == 2  # one token is left for the suffix
-    assert common_prefix_length([[1, 2, 9, 3, 4], [1, 2, 9, 3, 5]], stop_token_id=9) == 2
+    assert common_prefix_length([[1, 2, 9, 3, 4], [1, 2, 9, 3, 5]], stop_token_ids=[9]) == 2
     assert common_prefix_length([[7, 1], [8, 1]]) == 0
 
 

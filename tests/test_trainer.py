@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from trainers.training.prompt_dataset import CL3MRecCollator
 from trainers.training.smoke_pipeline import prepare_pipeline_inputs
 from trainers.training.stage_run import run_stage
 from trainers.training.stage_setup import build_stage
@@ -96,6 +97,23 @@ def test_lora_step_trains_only_lora(workspace, tmp_path):
     assert "loss/rec" in logged_keys(setup.trainer) and "loss/contrastive" not in logged_keys(setup.trainer)
 
 
+def test_training_batches_share_prefixes(workspace, tmp_path):
+    """By default (share_prefix) training rows of one user context come together and batches carry shared
+    prefixes; each epoch shuffles the contexts."""
+    from trainers.training.trainer import ContextGroupedSampler
+
+    trainer = build_stage(*stage_args(workspace, tmp_path / "shared", max_steps=2)).trainer
+    assert isinstance(trainer._get_train_sampler(), ContextGroupedSampler)
+    assert trainer.data_collator.collator.share_prefix
+    trainer.data_collator.collator.min_saving = -1.0  # the synthetic rows repeat no context: share anyway
+    batch = next(iter(trainer.get_train_dataloader()))
+    assert batch["prefix_input_ids"].shape[0] <= batch["input_ids"].shape[0] == 8
+    trainer.train()
+    assert trainer.state.global_step == 2
+    with pytest.raises(ValueError, match="gradient_checkpointing"):
+        stage_args(workspace, tmp_path / "gc", gradient_checkpointing=True)
+
+
 def test_contradictory_stage_is_refused_before_building(workspace, tmp_path):
     with pytest.raises(ValueError, match="text-only prompts"):
         build_stage(*stage_args(workspace, tmp_path / "bad", stage="lora", contrastive_weight=0.0))
@@ -114,7 +132,7 @@ def test_evaluation_reports_ranking_metrics_in_row_order(workspace, tmp_path):
     predictions = trainer.predict(trainer.eval_dataset).predictions
     model = trainer.model.eval()
     for index in (0, 17, 47):
-        batch = trainer.data_collator.collator([trainer.eval_dataset[index]])
+        batch = CL3MRecCollator(trainer.data_collator.collator.processor)([trainer.eval_dataset[index]])  # whole prompt
         batch.pop("labels")
         with torch.no_grad():
             score = model(**batch).logits.item()
@@ -252,7 +270,7 @@ def test_length_grouped_batches_are_available(workspace, tmp_path):
     `length` column and trains."""
     from transformers.trainer_pt_utils import LengthGroupedSampler
 
-    trainer = build_stage(*stage_args(workspace, tmp_path / "grouped", max_steps=2,
+    trainer = build_stage(*stage_args(workspace, tmp_path / "grouped", max_steps=2, share_prefix=False,
                                       train_sampling_strategy="group_by_length")).trainer
     assert isinstance(trainer._get_train_sampler(), LengthGroupedSampler)
     trainer.train()
@@ -261,14 +279,16 @@ def test_length_grouped_batches_are_available(workspace, tmp_path):
 
 
 def _assert_predictions_in_row_order(trainer):
-    """Evaluation batches come longest first, yet `predict` returns row i's score at position i."""
+    """Evaluation batches come longest first (whole prompts; with shared prefixes, longest user context first), yet
+    `predict` returns row i's score at position i."""
     lengths = trainer.eval_dataset["length"]
-    widths = [batch["attention_mask"].shape[1] for batch in trainer.get_eval_dataloader()]
-    assert widths == sorted(widths, reverse=True) and widths[0] == max(lengths) and widths[-1] < widths[0]
+    if not trainer.args.share_prefix:
+        widths = [batch["attention_mask"].shape[1] for batch in trainer.get_eval_dataloader()]
+        assert widths == sorted(widths, reverse=True) and widths[0] == max(lengths) and widths[-1] < widths[0]
     predictions = trainer.predict(trainer.eval_dataset).predictions
     model = trainer.model.eval()
     for index in (0, 5, 17, 47):
-        batch = trainer.data_collator.collator([trainer.eval_dataset[index]])
+        batch = CL3MRecCollator(trainer.data_collator.collator.processor)([trainer.eval_dataset[index]])  # whole prompt
         batch.pop("labels")
         with torch.no_grad():
             score = model(**batch).logits.item()

@@ -2,6 +2,7 @@
 
 import logging
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,9 @@ from transformers import AutoTokenizer
 
 from modeling_cl3mrec import CL3MRecModel, CL3MRecProcessor
 
-from ..training.prompt_dataset import CL3MRecCollator, length_grouped_batches, tokenize_dataset
+from ..training.prompt_dataset import CL3MRecCollator, context_groups, grouped_batches, length_grouped_batches, tokenize_dataset
+from ..training.stages import frozen_decoder_weights_in
+from .ranking import grouped_kv_attention
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +45,8 @@ class CL3MRecScorer:
         batch_size: rows per forward pass.
         use_bf16: run under bf16 autocast when supported (about 3x faster on CPU); False for exact fp32.
         show_progress: tqdm progress bar.
+        share_prefix: batch the rows of one user context (same user and history) together and run their shared
+            prompt prefix once (`CL3MRecModel.forward` with `prefix_input_ids`); same scores. False: whole prompts.
     """
 
     def __init__(
@@ -51,13 +56,18 @@ class CL3MRecScorer:
         batch_size: int = 16,
         use_bf16: bool = True,
         show_progress: bool = True,
+        share_prefix: bool = True,
     ):
         self.model = model.eval()
         self.processor = processor
         self.batch_size = batch_size
         self.use_bf16 = use_bf16
         self.show_progress = show_progress
-        self.collator = CL3MRecCollator(processor)
+        self.share_prefix = share_prefix
+        base_model = model.get_base_model() if hasattr(model, "get_base_model") else model
+        share_user = "user" in base_model.shared_prefix_parts
+        self._decoder_config = base_model.get_decoder().config
+        self.collator = CL3MRecCollator(processor, share_prefix=share_prefix, share_user=share_user)
         self.last_rows_per_second = None
 
     @classmethod
@@ -71,14 +81,19 @@ class CL3MRecScorer:
     def score(self, dataset) -> np.ndarray:
         """Scores `[len(dataset)]` (float64) in the dataset's row order; logs rows/second."""
         tokenized = tokenize_dataset(dataset, self.processor)
-        batches = length_grouped_batches(tokenized["length"], self.batch_size)
+        if self.share_prefix:
+            batches = grouped_batches(context_groups(tokenized), tokenized["length"], self.batch_size)
+        else:
+            batches = length_grouped_batches(tokenized["length"], self.batch_size)
         device = next(self.model.parameters()).device
         use_bf16 = self.use_bf16 and bf16_autocast_supported(device)
         autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16)
         rows = tokenized.to_list()
         scores = np.empty(len(rows), dtype=np.float64)
         start = time.perf_counter()
-        with autocast:
+        attention = grouped_kv_attention(self._decoder_config, device) if self.share_prefix else nullcontext()
+        weights = frozen_decoder_weights_in(self.model, torch.bfloat16 if use_bf16 else None)
+        with autocast, attention, weights:
             for indices in tqdm(batches, desc="Scoring", disable=not self.show_progress):
                 batch = self.collator([rows[i] for i in indices])
                 batch.pop("labels", None)

@@ -18,21 +18,21 @@ that cache. Scores equal pair-by-pair scoring through `CL3MRecModel.forward` (te
 
 Speed: candidates are batched by suffix length (little padding); the prefix keys/values are broadcast views,
 copied once per batch by the decoder's cache `cat`; on CPU, SDPA reads the grouped K/V heads directly instead
-of repeating them over the prefix for every candidate (see `_sdpa_gqa`). Cost per user: one prefix forward +
+of repeating them over the prefix for every candidate (see `grouped_kv_attention`). Cost per user: one prefix forward +
 `C` suffixes, against `C` full prompts pair by pair (about 4-5x fewer tokens with the ML-1M templates).
 """
 
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from contextlib import contextmanager, nullcontext
 
 import numpy as np
 import torch
 from transformers import DynamicCache
-from transformers.cache_utils import DynamicLayer
 
-from modeling_cl3mrec.modeling_cl3mrec import decoder_cache_kwarg
+from modeling_cl3mrec.modeling_cl3mrec import cache_from_layers, cache_layers, decoder_cache_kwarg
+from modeling_cl3mrec.processing_cl3mrec import common_prefix_length
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ def _unwrap(model):
 
 
 @contextmanager
-def _sdpa_gqa(config, device: torch.device):
+def grouped_kv_attention(config, device: torch.device):
     """On CPU with SDPA, let `scaled_dot_product_attention` read grouped K/V heads itself (`enable_gqa`).
 
     With a KV cache the suffix attention carries a mask, and transformers then copies every key/value head
@@ -66,24 +66,6 @@ def _sdpa_gqa(config, device: torch.device):
             del os.environ[_FORCE_GQA]
         else:
             os.environ[_FORCE_GQA] = previous
-
-
-def common_prefix_length(sequences: Sequence[Sequence[int]], stop_token_id: int | None = None) -> int:
-    """Length of the longest common prefix of token-id sequences, cut before `stop_token_id` and kept
-    at least one token shorter than the shortest sequence (every candidate needs a suffix token)."""
-    if not sequences:
-        raise ValueError("common_prefix_length needs at least one sequence")
-    first = np.asarray(sequences[0])
-    length = min(len(seq) for seq in sequences) - 1
-    for seq in sequences[1:]:
-        differs = np.flatnonzero(first[:length] != np.asarray(seq[:length]))
-        if differs.size:
-            length = int(differs[0])
-    if stop_token_id is not None:
-        stops = np.flatnonzero(first[:length] == stop_token_id)
-        if stops.size:
-            length = int(stops[0])
-    return max(length, 0)
 
 
 class CandidateRanker:
@@ -127,7 +109,7 @@ class CandidateRanker:
     def _decode(self, embeds: torch.Tensor, start: int, cache: DynamicCache) -> torch.Tensor:
         """Run the decoder on `embeds [c, S, H]` at positions `start..start+S-1`; returns hidden `[c, S, H]`."""
         positions = torch.arange(start, start + embeds.shape[1], device=embeds.device).unsqueeze(0)
-        with _sdpa_gqa(self.decoder.config, embeds.device):
+        with grouped_kv_attention(self.decoder.config, embeds.device):
             outputs = self.decoder(
                 inputs_embeds=embeds, position_ids=positions, use_cache=True, **{self._cache_arg: cache}
             )
@@ -142,8 +124,12 @@ class CandidateRanker:
             raise ValueError(f"rank: no candidates for user {user_row.get('user_id')}")
         features = self.processor.encode_rows(records)
         ids = [feature["input_ids"] for feature in features]
-        stop = self.model.config.item_token_id if self.processor.with_ids else None
-        prefix_len = common_prefix_length(ids, stop_token_id=stop)
+        stops = []
+        if self.processor.with_ids:  # the prefix holds the user context only (DIN: not even the user placeholder)
+            stops = [self.model.config.item_token_id]
+            if "user" not in self.model.shared_prefix_parts:
+                stops.append(self.model.config.user_token_id)
+        prefix_len = common_prefix_length(ids, stops)
         scores = np.empty(len(ids), dtype=np.float64)
         # Candidates of similar suffix length share a batch, so little right padding is computed.
         order = np.argsort([len(seq) for seq in ids], kind="stable")
@@ -170,24 +156,14 @@ class CandidateRanker:
             return []
         cache = DynamicCache(config=self.decoder.config)
         self._decode(prefix_embeds, 0, cache)
-        return [(layer.keys, layer.values) for layer in cache.layers]
+        return cache_layers(cache)
 
     def _expanded_cache(self, prefix_kv, count: int) -> DynamicCache:
-        """A cache holding the prefix keys/values broadcast over `count` candidates.
-
-        Plain `DynamicLayer`s get stride-0 views (the decoder's `cat` with the suffix makes the only copy);
-        other layer types (sliding windows, ...) are filled through the constructor, which copies once more.
-        """
-        cache = DynamicCache(config=self.decoder.config)
-        plain = all(type(layer) is DynamicLayer for layer in cache.layers)
-        if prefix_kv and len(cache.layers) == len(prefix_kv) and plain:
-            for layer, (keys, values) in zip(cache.layers, prefix_kv):
-                layer.lazy_initialization(keys, values)
-                layer.keys = keys.expand(count, -1, -1, -1)
-                layer.values = values.expand(count, -1, -1, -1)
-            return cache
-        expanded = [(k.expand(count, -1, -1, -1), v.expand(count, -1, -1, -1)) for k, v in prefix_kv]
-        return DynamicCache(ddp_cache_data=expanded or None, config=self.decoder.config)
+        """A cache holding the prefix keys/values broadcast over `count` candidates (stride-0 views: the decoder's
+        `cat` with the suffix makes the only copy)."""
+        return cache_from_layers(
+            self.decoder.config, [(k.expand(count, -1, -1, -1), v.expand(count, -1, -1, -1)) for k, v in prefix_kv]
+        )
 
     def rank(self, user_row: Mapping, candidate_item_ids, candidate_titles, k: int = 10):
         """Top-`k` candidates: `(top_item_ids [k], top_scores [k], all_scores [C])`, best first."""
@@ -204,4 +180,4 @@ def rank(model, processor, user_row, candidate_item_ids, candidate_titles, k=10,
     return ranker.rank(user_row, candidate_item_ids, candidate_titles, k=k)
 
 
-__all__ = ["CandidateRanker", "common_prefix_length", "rank"]
+__all__ = ["CandidateRanker", "common_prefix_length", "grouped_kv_attention", "rank"]

@@ -10,6 +10,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import torch
 from accelerate import PartialState
 
 from ..atomic_io import require_empty_or_own, staging_dir, write_json_atomic, write_npy_atomic
@@ -20,7 +21,7 @@ from ..run_state import checkpoint_is_complete, clear_stage_complete, mark_stage
 from .stage_model import unquantized_copy
 from .stage_plots import PLOTS_DIR, write_stage_plots
 from .stage_setup import build_stage
-from .stages import merged_frozen_lora
+from .stages import frozen_decoder_weights_in, merged_frozen_lora
 from .training_summary import training_summary
 
 logger = logging.getLogger(__name__)
@@ -77,16 +78,19 @@ def run_stage(model_args, data_args, args) -> dict:
     setup = build_stage(model_args, data_args, args)
     trainer, processor, eval_raw = setup.trainer, setup.processor, setup.eval_raw
     alignment_before = trainer.alignment_report()
+    autocast_dtype = torch.bfloat16 if args.bf16 else torch.float16 if args.fp16 else None
     if args.do_train:
         resume = resume_checkpoint(args.resume_from_checkpoint, args.output_dir, trainer.is_world_process_zero())
         attention = training_attention(trainer.model, model_args.train_attn_implementation, args.device.type)
-        with attention, merged_frozen_lora(trainer.model):
+        with attention, merged_frozen_lora(trainer.model), frozen_decoder_weights_in(trainer.model, autocast_dtype):
             train_result = trainer.train(resume_from_checkpoint=resume)
         trainer.save_model()
         trainer.save_metrics("train", train_result.metrics)
         trainer.save_state()
 
-    prediction = trainer.predict(trainer.eval_dataset, metric_key_prefix="eval")
+    # Scored as exported: frozen LoRA merged (the export merges it too).
+    with merged_frozen_lora(trainer.model), frozen_decoder_weights_in(trainer.model, autocast_dtype):
+        prediction = trainer.predict(trainer.eval_dataset, metric_key_prefix="eval")
     metrics = {**prediction.metrics, **trainer.flush_metrics("eval")}
     metrics.update({f"eval_{key}": value for key, value in trainer.alignment_report().items()})
     metrics.update({f"eval_{key}_before_training": value for key, value in alignment_before.items()})

@@ -104,10 +104,12 @@ def build_stage(model_args, data_args, args) -> StageSetup:
     apply_stage(model, args.stage, args.train_cf_encoder, args.contrastive_weight)  # after disable_adapter(), which unfreezes adapters
 
     patience = args.early_stopping_patience
+    base_model = model.get_base_model() if hasattr(model, "get_base_model") else model
+    share_user = "user" in base_model.shared_prefix_parts
     trainer = CL3MRecTrainer(
         model=model,
         args=args,
-        data_collator=CL3MRecCollator(processor),
+        data_collator=CL3MRecCollator(processor, share_prefix=args.share_prefix, share_user=share_user),
         train_dataset=train_set,
         eval_dataset=eval_set,
         processing_class=processor,

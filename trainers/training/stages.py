@@ -5,7 +5,8 @@ Parameters of the PEFT-wrapped ``CL3MRecModel`` are grouped by name:
 ``score_fusion`` and ``alignment_heads`` (the optional residual-fusion weight and contrastive heads, which train
 whenever the projector does), everything else is ``frozen_base`` and never trains. PEFT's ``modules_to_save`` wrapper keeps a frozen
 ``original_module`` copy next to the trained one; copies are never trainable. While a stage trains, frozen
-LoRA layers are merged into the base weights (:func:`merged_frozen_lora`).
+LoRA layers are merged into the base weights (:func:`merged_frozen_lora`), and under bf16 autocast the decoder's
+frozen linear weights are held in bf16 (:func:`frozen_decoder_weights_in`).
 
 | stage | trains | CoLLM / TALLRec counterpart |
 | --- | --- | --- |
@@ -166,6 +167,42 @@ def merged_frozen_lora(model: nn.Module):
             for layer, original in zip(layers, originals):
                 layer.unmerge()
                 layer.get_base_layer().weight.copy_(original)
+
+
+@contextlib.contextmanager
+def frozen_decoder_weights_in(model: nn.Module, dtype: torch.dtype | None):
+    """Hold the frozen linear weights of the LLM decoder in ``dtype`` (the autocast dtype) for the block.
+
+    Under autocast every linear layer casts its weight to the autocast dtype on each call; autocast caches that cast
+    only for weights that require grad, so a frozen weight (the whole LLM in stage ``cie``, the base weights under
+    LoRA) is re-cast in every forward: on a CPU those copies take ~20% of a step. A weight already in ``dtype`` makes
+    the cast a no-op and the result bit-identical, as long as the block runs under autocast to ``dtype``. The LM
+    head and the input embeddings are left alone (tied in SmolLM2, and read outside linear layers). On exit the
+    original tensors are put back (no copy: the originals are kept). ``dtype=None`` does nothing. Enter it after
+    :func:`merged_frozen_lora`, so the merged weights are the ones cast. Yields the number of weights cast.
+    """
+    if dtype is None:
+        yield 0
+        return
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    decoder = base.get_decoder()
+    tied = {id(param) for param in base.get_input_embeddings().parameters()}
+    swapped = []
+    for module in decoder.modules():
+        weight = getattr(module, "weight", None)
+        if not isinstance(module, nn.Linear) or not _plain_float_weight(module) or weight.requires_grad:
+            continue
+        if id(weight) in tied or weight.dtype == dtype:
+            continue
+        swapped.append((weight, weight.data))
+        weight.data = weight.data.to(dtype)
+    if swapped:
+        logger.info("%d frozen decoder weights held in %s (autocast casts them no more)", len(swapped), dtype)
+    try:
+        yield len(swapped)
+    finally:
+        for weight, original in swapped:
+            weight.data = original
 
 
 def _plain_float_weight(layer: nn.Module) -> bool:

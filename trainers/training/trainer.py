@@ -8,7 +8,9 @@ returns ``(loss, outputs)`` when asked, and logs each term through a per-mode me
 ``[label, user_id, warm]`` as label ids, so Trainer's gathering (DDP included) keeps rows aligned and
 ``compute_metrics`` reports ``eval_auc``, ``eval_uauc``, ``eval_warm_auc``, … via ``ranking_report``.
 Evaluation batches are length-sorted (longest first: little left padding, as in ``CL3MRecScorer``); the
-predictions are put back in dataset order before anyone sees them.
+predictions are put back in dataset order before anyone sees them. With ``args.share_prefix`` the rows of one user
+context (same user and history) sit next to each other, in training (groups shuffled each epoch) and in evaluation,
+so that each batch runs a shared prompt prefix once (see ``CL3MRecModel.forward``).
 """
 
 from collections import defaultdict
@@ -20,9 +22,19 @@ from transformers import EvalPrediction, Trainer
 
 from .contrastive import TextViews, contrastive_alignment, item_retrieval_recall
 from ..inference.metrics import ranking_report
-from .prompt_dataset import length_sorted_order
+from .prompt_dataset import context_groups, grouped_order, length_sorted_order
 
-MODEL_INPUT_KEYS = ("input_ids", "attention_mask", "user_ids", "item_ids", "history_item_ids", "labels")
+MODEL_INPUT_KEYS = (
+    "input_ids",
+    "attention_mask",
+    "user_ids",
+    "item_ids",
+    "history_item_ids",
+    "labels",
+    "prefix_input_ids",
+    "prefix_attention_mask",
+    "prefix_index",
+)
 ROW_USER_KEY = "row_user_ids"  # [B] user id of each row, for UAUC (text-only batches carry no user_ids)
 ROW_WARM_KEY = "row_warm"  # [B] bool, both user and item seen in train
 
@@ -47,17 +59,40 @@ class RowMetadataCollator:
 
 
 class LengthSortedSampler(Sampler[int]):
-    """Dataset indices longest first (``length`` column): evaluation batches of similar length. The order is
-    deterministic, so every DDP rank shards the same sequence and the gathered predictions follow it."""
+    """Dataset indices longest first (``length`` column): evaluation batches of similar length; with ``groups``
+    (:func:`~trainers.training.prompt_dataset.context_groups`), the rows of a group next to each other, longest group
+    first. The order is deterministic, so every DDP rank shards the same sequence and the gathered predictions
+    follow it."""
 
-    def __init__(self, lengths):
-        self.order = length_sorted_order(lengths)
+    def __init__(self, lengths, groups=None):
+        self.order = length_sorted_order(lengths) if groups is None else grouped_order(groups, lengths)
 
     def __len__(self) -> int:
         return len(self.order)
 
     def __iter__(self):
         return iter(self.order)
+
+
+class ContextGroupedSampler(Sampler[int]):
+    """Training order with the rows of each user context (same prompt prefix) next to each other; the groups come
+    in a new random order each epoch (``seed + epoch``), rows within a group longest first. Batches cut from it
+    share prefixes; a group may straddle two batches."""
+
+    def __init__(self, groups, seed: int):
+        self.groups = np.asarray(groups)
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.groups)
+
+    def __iter__(self):
+        generator = np.random.default_rng(self.seed + self.epoch)
+        return iter(grouped_order(self.groups, generator=generator))
 
 
 def compute_ranking_metrics(eval_prediction: EvalPrediction) -> dict[str, float]:
@@ -173,11 +208,25 @@ class CL3MRecTrainer(Trainer):
         targets = torch.stack([inputs["labels"].long(), inputs[ROW_USER_KEY], inputs[ROW_WARM_KEY]], dim=-1)
         return loss, outputs.logits.detach().float(), targets
 
+    def _shares_prefix(self, dataset) -> bool:
+        columns = getattr(dataset, "column_names", ())
+        return self.args.share_prefix and "user_id" in columns and "history_item_ids" in columns
+
+    def _get_train_sampler(self, train_dataset=None):
+        """:class:`ContextGroupedSampler` with ``args.share_prefix`` (and the default ``train_sampling_strategy``,
+        ``"random"``: another strategy asked for explicitly wins), else Trainer's sampler."""
+        dataset = self.train_dataset if train_dataset is None else train_dataset
+        if self._shares_prefix(dataset) and self.args.train_sampling_strategy == "random":
+            return ContextGroupedSampler(context_groups(dataset), self.args.seed)
+        return super()._get_train_sampler(train_dataset)
+
     def _get_eval_sampler(self, eval_dataset):
-        """Length-sorted evaluation order when the rows carry a ``length`` column (tokenised prompts), for every
-        world size and train sampling strategy (Trainer's ``group_by_length`` would shuffle eval rows)."""
+        """Length-sorted evaluation order when the rows carry a ``length`` column (tokenised prompts), grouped by
+        user context with ``args.share_prefix``, for every world size and train sampling strategy (Trainer's
+        ``group_by_length`` would shuffle eval rows)."""
         if eval_dataset is not None and "length" in getattr(eval_dataset, "column_names", ()):
-            return LengthSortedSampler(eval_dataset["length"])
+            groups = context_groups(eval_dataset) if self._shares_prefix(eval_dataset) else None
+            return LengthSortedSampler(eval_dataset["length"], groups)
         return super()._get_eval_sampler(eval_dataset)
 
     def evaluation_loop(self, dataloader, *args, **kwargs):

@@ -51,6 +51,16 @@ class CL3MRecTrainingArguments(TrainingArguments):
             "signal instead, by re-deriving a noisier copy of it."
         },
     )
+    share_prefix: bool = field(
+        default=True,
+        metadata={
+            "help": "Rows with the same user and history share one prompt prefix: training batches keep such rows "
+            "together (groups in random order each epoch) and the prefix runs once per batch, its KV cache gathered "
+            "for its rows; evaluation too. Same loss and scores as whole prompts. Off with gradient checkpointing "
+            "(which turns the KV cache off); an explicit train_sampling_strategy other than random orders training rows "
+            "its own way (batches then share prefixes only by chance)."
+        },
+    )
     train_cf_encoder: bool = field(
         default=False,
         metadata={"help": "Also train the CF encoder in stages 'cie'/'joint' (CoLLM's T2 variant); else frozen (T1)."},
@@ -111,6 +121,8 @@ class CL3MRecTrainingArguments(TrainingArguments):
                 f"LoRA needs lora_r >= 1, lora_alpha >= 1, 0 <= lora_dropout < 1; got "
                 f"{self.lora_r}, {self.lora_alpha}, {self.lora_dropout}"
             )
+        if self.share_prefix and self.gradient_checkpointing:
+            raise ValueError("share_prefix needs the KV cache, which gradient_checkpointing turns off: set share_prefix=false")
         if self.remove_unused_columns:
             raise ValueError("remove_unused_columns must be False: the CL3M-Rec collator needs the raw columns")
         if self.early_stopping_patience is not None and self.early_stopping_patience < 1:

@@ -1,0 +1,199 @@
+"""Our training and scoring paths against the plain PEFT + transformers loop, interleaved in one process.
+
+For each stage the same batches of real ML-1M rows go through three paths, one step each in turn (the order rotates
+every batch), so a busy machine slows all of them alike and the ratios stay meaningful:
+
+* **plain**: the loop a user writes with PEFT + transformers (as CoLLM / TALLRec do): the stage model of
+  `bench_training.py` with PEFT's default LoRA dropout 0.05 and SDPA, whole left-padded prompts, placeholders filled
+  by the projector (`embed_inputs`), `language_model(inputs_embeds=..., attention_mask=...)` computing
+  full-vocabulary logits at every position, BCE on the "Yes" logit of the last position.
+* **ours, whole prompts**: what the configs train with (`configs/ml1m/base.yaml`: LoRA dropout 0, eager attention
+  on a CPU; in stage `cie` the frozen LoRA merged and the prompt before the first placeholder without an autograd
+  graph; frozen decoder weights held in bf16, `frozen_decoder_weights_in`), `model(**batch).loss` with answer-row
+  logits only.
+* **ours, shared prefixes** (the trainer's default, `share_prefix: true`): the same model, batches collated as shared
+  prompt prefixes + suffixes (`CL3MRecProcessor.pad_shared_prefix`): each user context's prefix runs once.
+
+Rows are the first rows of the trainer's context-grouped order (`ContextGroupedSampler`, seed 0) over the whole
+train split, so a batch holds as many shared contexts as training batches do; every path sees the same rows.
+Scoring (stage-`cie` model, valid_small rows in `CL3MRecScorer`'s grouped order): plain = fp32, full-vocabulary
+logits, whole prompts; ours = `CL3MRecScorer` (bf16 autocast, answer rows only, shared prefixes, SDPA).
+The projected wall-clock of one epoch (33,891 train rows) or of valid_small (5,200 rows) is rows ÷ rows/s.
+Run from the repository root: `python benchmarks/bench_speedups.py --allow-pickle [--batches 6 --threads 2]`
+(`--quick`: a smoke run whose numbers mean nothing).
+"""
+
+import argparse
+import contextlib
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks import common  # noqa: E402
+from benchmarks.bench_training import Setting, build_stage  # noqa: E402
+
+TRAIN_ROWS, VALID_SMALL_ROWS = 33_891, 5_200
+PATHS = ("plain", "ours, whole prompts", "ours, shared prefixes")
+
+
+def grouped_rows(path: str, count: int, allow_pickle: bool):
+    """The first `count` rows of the trainer's context-grouped training order (seed 0) over the whole split."""
+    import numpy as np
+
+    from trainers.training.prompt_dataset import context_groups, grouped_order
+
+    dataset = common.load_split(path, allow_pickle)
+    order = grouped_order(context_groups(dataset), generator=np.random.default_rng(0))
+    return dataset.select(order[:count])
+
+
+def plain_logit(model, batch, yes_token_id):
+    """The plain path's score: the LLM's full-vocabulary logits at every position, "Yes" at the last one."""
+    base = model.get_base_model()
+    embeds, _ = base.embed_inputs(batch["input_ids"], batch.get("user_ids"), batch.get("item_ids"), batch.get("history_item_ids"))
+    logits = base.language_model(inputs_embeds=embeds, attention_mask=batch["attention_mask"]).logits  # [B, T, V]
+    return logits[:, -1, yes_token_id].float()
+
+
+def stage_speeds(args, stage: str) -> tuple[dict[str, float], int, int]:
+    """`(rows/s of each path, timed rows, shared prefixes among them)` for training `stage`, interleaved."""
+    import torch
+    from torch.nn.functional import binary_cross_entropy_with_logits as bce
+
+    from modeling_cl3mrec import CL3MRecProcessor
+    from trainers.training.prompt_dataset import CL3MRecCollator, tokenize_dataset
+    from trainers.training.stages import frozen_decoder_weights_in, merged_frozen_lora
+
+    cie = stage == "cie"
+    plain_model, tokenizer, with_ids = build_stage(args, Setting(stage, False, "fp32", 0.05, "sdpa", False))
+    attention = "eager" if common.device().type == "cpu" else "sdpa"
+    ours_model, _, _ = build_stage(args, Setting(stage, False, "fp32", 0.0, attention, cie))
+    config = ours_model.get_base_model().config
+    processor = CL3MRecProcessor.from_model_config(tokenizer, config, with_ids)
+    rows = grouped_rows(args.data, args.batch_size * (args.batches + 1), args.allow_pickle)
+    features = tokenize_dataset(rows, processor).to_list()
+    chunks = [features[i : i + args.batch_size] for i in range(0, len(features), args.batch_size)]
+    whole, shared = CL3MRecCollator(processor), CL3MRecCollator(processor, share_prefix=True)
+    dev = common.device()
+    optimizers = {
+        model: torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+        for model in (plain_model, ours_model)
+    }
+
+    def step(path, chunk):
+        model = plain_model if path == "plain" else ours_model
+        batch = (shared if path == PATHS[2] else whole)(chunk)
+        batch = {name: tensor.to(dev) for name, tensor in batch.items()}
+        with torch.autocast(dev.type, dtype=torch.bfloat16):
+            if path == "plain":
+                loss = bce(plain_logit(model, batch, config.yes_token_id), batch["labels"].float())
+            else:
+                loss = model(**batch, frozen_prefix=cie).loss
+        loss.backward()
+        optimizers[model].step()
+        optimizers[model].zero_grad(set_to_none=True)
+
+    seconds = dict.fromkeys(PATHS, 0.0)
+    merged = merged_frozen_lora(ours_model) if cie else contextlib.nullcontext()
+    with merged, frozen_decoder_weights_in(ours_model, torch.bfloat16):
+        for path in PATHS:  # warm-up
+            step(path, chunks[0])
+        for index, chunk in enumerate(chunks[1:]):
+            for offset in range(len(PATHS)):
+                path = PATHS[(index + offset) % len(PATHS)]
+                elapsed, _ = common.timed(lambda: step(path, chunk))
+                seconds[path] += elapsed
+    samples = sum(len(chunk) for chunk in chunks[1:])
+    groups = sum(len({processor.context_key(feature) for feature in chunk}) for chunk in chunks[1:])
+    print(f"{stage}: {samples} rows in {groups} shared prefixes", flush=True)
+    return {path: samples / seconds[path] for path in PATHS}, samples, groups
+
+
+def scoring_speeds(args) -> tuple[dict[str, float], int]:
+    """`(rows/s of each path, rows)`: plain fp32 full-logit whole prompts vs `CL3MRecScorer`, same valid_small rows."""
+    import torch
+
+    from modeling_cl3mrec import CL3MRecProcessor
+    from trainers.inference.llm_scoring import CL3MRecScorer
+    from trainers.training.prompt_dataset import CL3MRecCollator, context_groups, grouped_batches, tokenize_dataset
+
+    model, tokenizer, _ = build_stage(args, Setting("cie", False, "fp32", 0.0, "sdpa", False))
+    model.eval()
+    processor = CL3MRecProcessor.from_model_config(tokenizer, model.get_base_model().config, True)
+    rows = common.load_split(args.valid_data, args.allow_pickle)
+    tokenized = tokenize_dataset(rows, processor)
+    batches = grouped_batches(context_groups(tokenized), tokenized["length"], args.score_batch_size)
+    chosen = [index for batch in batches[: args.score_batches] for index in batch]
+    subset = rows.select(chosen)
+    scorer = CL3MRecScorer(model, processor, batch_size=args.score_batch_size, show_progress=False)
+    features = tokenized.select(chosen).to_list()
+    collator, dev = CL3MRecCollator(processor), common.device()
+    yes = model.get_base_model().config.yes_token_id
+
+    @torch.inference_mode()
+    def plain():
+        for start in range(0, len(features), args.score_batch_size):
+            batch = collator(features[start : start + args.score_batch_size])
+            plain_logit(model, {name: tensor.to(dev) for name, tensor in batch.items()}, yes)
+
+    seconds = {"plain": 0.0, "ours": 0.0}
+    scorer.score(subset.select(range(min(8, len(subset)))))  # warm-up
+    for round_index in range(args.score_rounds):
+        for name in (("plain", "ours") if round_index % 2 == 0 else ("ours", "plain")):
+            start = time.perf_counter()
+            plain() if name == "plain" else scorer.score(subset)
+            seconds[name] += time.perf_counter() - start
+    return {name: args.score_rounds * len(chosen) / value for name, value in seconds.items()}, len(chosen)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--llm", default=common.DEFAULT_LLM)
+    common.add_data_arguments(parser, common.DEFAULT_TRAIN_DATA, "CoLLM pickle / split with the train rows")
+    parser.add_argument("--valid-data", default=common.DEFAULT_DATA, help="valid_small rows for the scoring paths")
+    parser.add_argument("--batch-size", type=int, default=8, help="per_device_train_batch_size of the configs")
+    parser.add_argument("--batches", type=int, default=6, help="timed training batches per stage (after 1 warm-up)")
+    parser.add_argument("--score-batch-size", type=int, default=16)
+    parser.add_argument("--score-batches", type=int, default=8, help="valid_small batches per scoring round")
+    parser.add_argument("--score-rounds", type=int, default=2)
+    parser.add_argument("--stages", nargs="+", choices=["lora", "cie", "scoring"], default=["lora", "cie", "scoring"])
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--lora-targets", nargs="+", default=["q_proj", "k_proj", "v_proj", "o_proj"])
+    parser.add_argument("--quick", action="store_true", help="1 timed batch of 4 rows per stage, 1 scoring round")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.batch_size, args.batches, args.score_batch_size, args.score_batches, args.score_rounds = 4, 1, 4, 1, 1
+
+    session = common.Session.start(args.threads)
+    common.set_threads(session.threads)
+    table = []
+    for stage in [s for s in args.stages if s != "scoring"]:
+        speeds, samples, groups = stage_speeds(args, stage)
+        for path in PATHS:
+            ratio = speeds[path] / speeds["plain"]
+            hours = TRAIN_ROWS / speeds[path] / 3600
+            table.append([f"train `{stage}`", path, speeds[path], f"{ratio:.2f}x", f"{hours:.2f} h / epoch"])
+            print(table[-1], flush=True)
+    if "scoring" in args.stages:
+        speeds, scored = scoring_speeds(args)
+        for name, label in (("plain", "plain (fp32, full logits, whole prompts)"), ("ours", "ours (CL3MRecScorer)")):
+            minutes = VALID_SMALL_ROWS / speeds[name] / 60
+            table.append(["score (`cie` model)", label, speeds[name], f"{speeds[name] / speeds['plain']:.2f}x",
+                          f"{minutes:.1f} min / valid_small"])
+            print(table[-1], flush=True)
+    body = [
+        f"Training: {args.batches} timed batches of {args.batch_size} rows per stage after one warm-up batch, the "
+        f"three paths interleaved batch by batch (rows of `{args.data}` in the trainer's context-grouped order). "
+        f"Scoring: {args.score_rounds} alternating rounds over the first {args.score_batches} grouped batches of "
+        f"`{args.valid_data}`. {session.threads} threads, device {common.device()}, LLM `{args.llm}`, bf16 autocast.",
+        "",
+        common.markdown_table(["what", "path", "rows/s", "vs plain", "projected wall-clock"], table),
+    ]
+    session.write("speedups", args.quick, "Speed-ups over the plain PEFT + transformers loop (interleaved)", "\n".join(body))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
