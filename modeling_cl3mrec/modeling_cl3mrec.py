@@ -326,7 +326,7 @@ class CL3MRecModel(CL3MRecPreTrainedModel):
     def shared_prefix_parts(self) -> tuple[str, ...]:
         """Placeholder kinds a prompt prefix shared by all candidates of a user may hold: the user context, but not
         the user placeholder when the CF encoder's user view depends on the target item (DIN)."""
-        if self.cf_encoder is not None and self.cf_encoder.target_aware_user:
+        if getattr(self.cf_encoder, "target_aware_user", False):
             return ("history",)
         return ("user", "history")
 
@@ -423,7 +423,8 @@ class CL3MRecModel(CL3MRecPreTrainedModel):
             labels `[B]`: 1 = liked; gives `loss` (BCE with logits).
             frozen_prefix: the LLM is frozen (stage `cie`), so the columns before the first CF placeholder carry no
                 gradient: run them once without an autograd graph into a KV cache and backpropagate only through
-                the rest. Same function, less work; ignored without grad or with gradient checkpointing.
+                the rest. Same function, less work; ignored without grad, with gradient checkpointing, and for
+                whole prompts without placeholders.
             prefix_input_ids `[G, P]`, prefix_attention_mask `[G, P]`, prefix_index `[B]`: prompt prefixes shared by
                 several rows (left-padded; `CL3MRecProcessor.pad_shared_prefix` builds them), and the prefix each
                 row continues. Each prefix runs through the decoder once; its key/value cache is gathered for its
@@ -465,7 +466,11 @@ class CL3MRecModel(CL3MRecPreTrainedModel):
         split = self._gradient_free_columns(input_ids) if frozen_prefix else 0
         if split == 0:
             hidden = self.get_decoder()(
-                inputs_embeds=inputs_embeds, attention_mask=attention_mask, position_ids=position_ids, **kwargs
+                inputs_embeds=inputs_embeds,
+                attention_mask=attention_mask,
+                position_ids=position_ids,
+                use_cache=False,
+                **kwargs,
             ).last_hidden_state
         else:
             cache = DynamicCache(config=self.get_decoder().config)
@@ -498,6 +503,8 @@ class CL3MRecModel(CL3MRecPreTrainedModel):
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         prefix_attention_mask, attention_mask = prefix_attention_mask.long(), attention_mask.long()
+        if not attention_mask[:, 0].all() or not prefix_attention_mask[:, -1].all():
+            raise ValueError("shared prompt prefixes must be left-padded and the suffixes right-padded")
 
         prefix_cache = DynamicCache(config=decoder.config)
         split = self._gradient_free_columns(prefix_input_ids, all_if_none=True) if frozen_prefix else 0

@@ -280,8 +280,9 @@ class CL3MRecProcessor(ProcessorMixin):
 
     @staticmethod
     def context_key(feature: Mapping) -> tuple:
-        """What a row's prompt prefix depends on: its user and (recent) history; rows with equal keys share it."""
-        return (feature.get("user_id"), tuple(feature.get("history_item_ids") or ()), tuple(feature.get("history_titles") or ()))
+        """What a row's prompt prefix depends on: its user and recent history (`user_id`, `history_item_ids`);
+        rows with equal keys share it (rows without either share by their common token prefix only)."""
+        return feature.get("user_id"), tuple(feature.get("history_item_ids") or ())
 
     def pad_shared_prefix(self, features: Sequence[Mapping], share_user: bool = True) -> BatchFeature:
         """Pad encoded rows as shared prompt prefixes + per-row suffixes, the form in which `CL3MRecModel.forward`
@@ -290,7 +291,10 @@ class CL3MRecProcessor(ProcessorMixin):
         Rows with the same :meth:`context_key` share a prefix: the longest common token prefix of their prompts,
         cut before the first candidate placeholder (and before the user placeholder unless ``share_user``: a CF
         encoder whose user view depends on the target item, such as DIN) and at least one token short of the
-        shortest prompt. Cutting token ids (not text) keeps every token as in the whole prompt.
+        shortest prompt. Cutting token ids (not text) keeps every token as in the whole prompt. Raises
+        ``ValueError`` when a prompt cannot be split that way (a template starting with a candidate field, or
+        context placeholders after the cut, e.g. ``{history}`` after ``{user}`` with ``share_user=False``):
+        :class:`~trainers.training.prompt_dataset.CL3MRecCollator` then keeps whole prompts.
 
         Returns a `BatchFeature` with ``prefix_input_ids [G, P]`` / ``prefix_attention_mask [G, P]`` (left-padded),
         ``input_ids [B, S]`` / ``attention_mask [B, S]`` (the suffixes, right-padded), ``prefix_index [B]`` (each
@@ -298,9 +302,14 @@ class CL3MRecProcessor(ProcessorMixin):
         """
         if not features:
             raise ValueError("pad_shared_prefix needs at least one row")
-        stops = [self.tokenizer.convert_tokens_to_ids(ITEM_TOKEN)] if self.with_ids else []
+        token_id = self.tokenizer.convert_tokens_to_ids
+        stops = [token_id(ITEM_TOKEN)] if self.with_ids else []
         if self.with_ids and not share_user:
-            stops.append(self.tokenizer.convert_tokens_to_ids(USER_TOKEN))
+            stops.append(token_id(USER_TOKEN))
+        # Placeholders a suffix must not hold (the model fills them in the prefix).
+        context_only = {token_id(HISTORY_TOKEN)} if self.use_history_embeddings else set()
+        if self.with_ids and share_user:
+            context_only.add(token_id(USER_TOKEN))
         groups: dict[tuple, list[int]] = {}
         for row, feature in enumerate(features):
             groups.setdefault(self.context_key(feature), []).append(row)
@@ -310,7 +319,9 @@ class CL3MRecProcessor(ProcessorMixin):
             ids = [features[row]["input_ids"] for row in rows]
             length = common_prefix_length(ids, stops)
             if length == 0:
-                raise ValueError(f"prompts of row {rows[0]} start with a placeholder: nothing to share")
+                raise ValueError(f"row {rows[0]}: the prompt has no shareable prefix (it starts with the candidate)")
+            if any(token in context_only for row_ids in ids for token in row_ids[length:]):
+                raise ValueError(f"row {rows[0]}: user-context placeholders after the shared prefix's cut")
             prefixes.append(ids[0][:length])
             for row, row_ids in zip(rows, ids):
                 suffixes[row] = row_ids[length:]
@@ -338,4 +349,12 @@ class CL3MRecProcessor(ProcessorMixin):
 
 CL3MRecProcessor.register_for_auto_class("AutoProcessor")
 
-__all__ = ["CL3MRecProcessor", "HISTORY_TOKEN", "common_prefix_length", "ITEM_TOKEN", "USER_TOKEN", "template_fields", "template_uses_ids"]
+__all__ = [
+    "CL3MRecProcessor",
+    "HISTORY_TOKEN",
+    "ITEM_TOKEN",
+    "USER_TOKEN",
+    "common_prefix_length",
+    "template_fields",
+    "template_uses_ids",
+]

@@ -176,6 +176,7 @@ def test_frozen_decoder_weights_in_bf16_change_nothing_under_autocast(make_cl3mr
         dtypes = {name: param.dtype for name, param in model.named_parameters()}
         assert all(dtypes[name] == torch.float32 for name, param in model.named_parameters() if param.requires_grad)
         assert dtypes["base_model.model.language_model.model.embed_tokens.weight"] == torch.float32
+        assert all(dtype == torch.float32 for name, dtype in dtypes.items() if "lora_" in name)  # adapter as saved
         actual = run()
     assert torch.equal(actual[0], expected[0])
     for got, want in zip(actual[1], expected[1]):
@@ -192,3 +193,29 @@ def test_collator_shares_only_when_it_saves_tokens(make_cl3mrec, context_rows):
     distinct = {processor.context_key(feature): feature for feature in features}.values()
     assert "prefix_input_ids" not in collator(list(distinct))  # one row per context: whole prompts
     assert "prefix_input_ids" in CL3MRecCollator(processor, share_prefix=True, min_saving=-1.0)(list(distinct))
+
+
+def test_prompts_that_cannot_be_split_stay_whole(make_cl3mrec):
+    """Rows of one context whose prompts differ from the first token (a template starting with the candidate) have
+    no shareable prefix: the processor refuses them by name and the collator keeps whole prompts."""
+    model, tokenizer = make_cl3mrec("llama", None)
+    processor = _processor(model, tokenizer, with_ids=False)
+    context = {"user_id": 1, "history_item_ids": [3, 4], "label": 1}
+    features = [{**context, "input_ids": [5, 6, 7]}, {**context, "input_ids": [8, 6, 7, 9]}]
+    with pytest.raises(ValueError, match="no shareable prefix"):
+        processor.pad_shared_prefix(features)
+    batch = CL3MRecCollator(processor, share_prefix=True, min_saving=-1.0)(features)
+    assert "prefix_input_ids" not in batch and batch["input_ids"].tolist()[0][-3:] == [5, 6, 7]
+
+
+def test_grouped_sampler_follows_the_trainer_epoch(context_rows):
+    """After a mid-epoch resume DDP's batch-sampler wrappers hide `set_epoch`: the order follows the epoch source."""
+    groups = np.arange(len(context_rows)) // 2
+    epoch = {"now": 0}
+    sampler = ContextGroupedSampler(groups, seed=1, epoch_source=lambda: epoch["now"])
+    orders = []
+    for now in (0, 1, 2, 1):
+        epoch["now"] = now
+        sampler.set_epoch(0)  # ignored: the source decides
+        orders.append(list(sampler))
+    assert orders[1] == orders[3] and orders[0] != orders[1] != orders[2]

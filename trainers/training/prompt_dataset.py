@@ -51,7 +51,8 @@ class CL3MRecCollator:
     suffixes (`CL3MRecProcessor.pad_shared_prefix`; `share_user=False` keeps the user placeholder out of the prefix,
     for CF encoders whose user view depends on the target item) — for a batch whose padded token count
     (`G·P + B·S`) that cuts by at least `min_saving` of the whole prompts' (`B·T`); other batches (few repeated
-    contexts: sharing would cost an extra decoder call for nothing) stay whole prompts.
+    contexts: sharing would cost an extra decoder call for nothing) and prompts that cannot be split (see
+    `CL3MRecProcessor.pad_shared_prefix`) stay whole prompts.
     """
 
     def __init__(self, processor, share_prefix: bool = False, share_user: bool = True, min_saving: float = 0.1):
@@ -64,7 +65,10 @@ class CL3MRecCollator:
         whole = dict(self.processor.pad(features, padding_side="left"))  # the model reads position -1
         if not self.share_prefix:
             return whole
-        shared = dict(self.processor.pad_shared_prefix(features, share_user=self.share_user))
+        try:
+            shared = dict(self.processor.pad_shared_prefix(features, share_user=self.share_user))
+        except ValueError:
+            return whole
         shared_tokens = shared["prefix_input_ids"].numel() + shared["input_ids"].numel()
         return shared if shared_tokens <= (1 - self.min_saving) * whole["input_ids"].numel() else whole
 

@@ -176,29 +176,29 @@ def frozen_decoder_weights_in(model: nn.Module, dtype: torch.dtype | None):
     Under autocast every linear layer casts its weight to the autocast dtype on each call; autocast caches that cast
     only for weights that require grad, so a frozen weight (the whole LLM in stage ``cie``, the base weights under
     LoRA) is re-cast in every forward: on a CPU those copies take ~20% of a step. A weight already in ``dtype`` makes
-    the cast a no-op and the result bit-identical, as long as the block runs under autocast to ``dtype``. The LM
-    head and the input embeddings are left alone (tied in SmolLM2, and read outside linear layers). On exit the
-    original tensors are put back (no copy: the originals are kept). ``dtype=None`` does nothing. Enter it after
+    the cast a no-op and the result bit-identical, as long as the block runs under autocast to ``dtype``. Only the
+    decoder's linear layers are cast (the LM head, embeddings and norms stay as they are), and not LoRA's own
+    ``lora_A`` / ``lora_B`` layers, so checkpoints saved inside the block hold the adapter as trained. On exit the
+    original tensors are put back (no copy: the originals are kept; anything loaded into a cast weight inside the
+    block is dropped, which only frozen base weights are). ``dtype=None`` does nothing. Enter it after
     :func:`merged_frozen_lora`, so the merged weights are the ones cast. Yields the number of weights cast.
     """
     if dtype is None:
         yield 0
         return
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    decoder = base.get_decoder()
-    tied = {id(param) for param in base.get_input_embeddings().parameters()}
     swapped = []
-    for module in decoder.modules():
-        weight = getattr(module, "weight", None)
-        if not isinstance(module, nn.Linear) or not _plain_float_weight(module) or weight.requires_grad:
-            continue
-        if id(weight) in tied or weight.dtype == dtype:
-            continue
-        swapped.append((weight, weight.data))
-        weight.data = weight.data.to(dtype)
-    if swapped:
-        logger.info("%d frozen decoder weights held in %s (autocast casts them no more)", len(swapped), dtype)
     try:
+        for name, module in base.get_decoder().named_modules():
+            weight = getattr(module, "weight", None)
+            if not isinstance(module, nn.Linear) or "lora_" in name or not _plain_float_weight(module):
+                continue
+            if weight.requires_grad or weight.dtype == dtype:
+                continue
+            swapped.append((weight, weight.data))
+            weight.data = weight.data.to(dtype)
+        if swapped:
+            logger.info("%d frozen decoder weights held in %s (autocast casts them no more)", len(swapped), dtype)
         yield len(swapped)
     finally:
         for weight, original in swapped:

@@ -76,13 +76,22 @@ class LengthSortedSampler(Sampler[int]):
 
 class ContextGroupedSampler(Sampler[int]):
     """Training order with the rows of each user context (same prompt prefix) next to each other; the groups come
-    in a new random order each epoch (``seed + epoch``), rows within a group longest first. Batches cut from it
-    share prefixes; a group may straddle two batches."""
+    in a new random order each epoch (``seed + epoch``), rows of a group in dataset order. Batches cut from it share
+    prefixes; a group may straddle two batches.
 
-    def __init__(self, groups, seed: int):
+    Args:
+        groups `[N]`: the context group of each row (:func:`~trainers.training.prompt_dataset.context_groups`).
+        seed: the order of epoch e is a function of ``seed + e`` only, so a resumed run replays it.
+        epoch_source: returns the current epoch when the iterator is made (the trainer passes its state's epoch,
+            which is right after a resume too, where DDP's batch-sampler wrappers hide ``set_epoch``); without
+            it, the last :meth:`set_epoch` value.
+    """
+
+    def __init__(self, groups, seed: int, epoch_source=None):
         self.groups = np.asarray(groups)
         self.seed = seed
         self.epoch = 0
+        self.epoch_source = epoch_source
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -91,7 +100,8 @@ class ContextGroupedSampler(Sampler[int]):
         return len(self.groups)
 
     def __iter__(self):
-        generator = np.random.default_rng(self.seed + self.epoch)
+        epoch = self.epoch if self.epoch_source is None else self.epoch_source()
+        generator = np.random.default_rng(self.seed + epoch)
         return iter(grouped_order(self.groups, generator=generator))
 
 
@@ -217,7 +227,9 @@ class CL3MRecTrainer(Trainer):
         ``"random"``: another strategy asked for explicitly wins), else Trainer's sampler."""
         dataset = self.train_dataset if train_dataset is None else train_dataset
         if self._shares_prefix(dataset) and self.args.train_sampling_strategy == "random":
-            return ContextGroupedSampler(context_groups(dataset), self.args.seed)
+            seed = self.args.seed if self.args.data_seed is None else self.args.data_seed
+            # state.epoch is whole at an epoch's start and e + fraction after a mid-epoch resume.
+            return ContextGroupedSampler(context_groups(dataset), seed, lambda: int(self.state.epoch + 1e-6))
         return super()._get_train_sampler(train_dataset)
 
     def _get_eval_sampler(self, eval_dataset):

@@ -7,6 +7,7 @@ All three dataclasses parse from one YAML file through ``HfArgumentParser`` (:fu
 
 import argparse
 import difflib
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -17,6 +18,8 @@ from transformers import HfArgumentParser, TrainingArguments
 
 from .config_values import checked_values, load_yaml_file
 from .stages import STAGES, trainable_groups
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -57,7 +60,7 @@ class CL3MRecTrainingArguments(TrainingArguments):
             "help": "Rows with the same user and history share one prompt prefix: training batches keep such rows "
             "together (groups in random order each epoch) and the prefix runs once per batch, its KV cache gathered "
             "for its rows; evaluation too. Same loss and scores as whole prompts. Off with gradient checkpointing "
-            "(which turns the KV cache off); an explicit train_sampling_strategy other than random orders training rows "
+            "(which turns the KV cache off: share_prefix is then turned off); an explicit train_sampling_strategy other than random orders training rows "
             "its own way (batches then share prefixes only by chance)."
         },
     )
@@ -122,7 +125,8 @@ class CL3MRecTrainingArguments(TrainingArguments):
                 f"{self.lora_r}, {self.lora_alpha}, {self.lora_dropout}"
             )
         if self.share_prefix and self.gradient_checkpointing:
-            raise ValueError("share_prefix needs the KV cache, which gradient_checkpointing turns off: set share_prefix=false")
+            logger.warning("share_prefix turned off: it needs the KV cache, which gradient_checkpointing turns off")
+            self.share_prefix = False
         if self.remove_unused_columns:
             raise ValueError("remove_unused_columns must be False: the CL3M-Rec collator needs the raw columns")
         if self.early_stopping_patience is not None and self.early_stopping_patience < 1:
