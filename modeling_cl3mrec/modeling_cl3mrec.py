@@ -269,58 +269,86 @@ class CL3MRecModel(CL3MRecPreTrainedModel):
                 kept history item): all of them for a whole prompt; a shared prompt prefix holds the user context
                 (`("user", "history")`), its suffix the candidate (`("item",)`). Kinds not listed must be absent.
         """
+        cf = self._cf_inputs(input_ids, user_ids, item_ids, history_item_ids)
+        return self._fill_placeholders(input_ids, cf, parts), self._cf_outputs(cf)
+
+    def _cf_inputs(self, input_ids, user_ids, item_ids, history_item_ids) -> dict | None:
+        """What fills the placeholders of each row (None without CF ids): projected `user` / `item` tokens
+        `[B, k, H]`, `history` tokens `[B, L, k, H]` (with `use_history_embeddings`) and the `kept` history slots
+        `[B, L]`, plus the CF features and logits of :class:`CL3MRecOutput`. The CF encoder runs once per row."""
+        if user_ids is None or item_ids is None:
+            return None
+        if self.cf_encoder is None:
+            raise ValueError("user_ids / item_ids were given but this CL3MRecModel has no cf_config (text-only)")
+        if history_item_ids is None:
+            history_item_ids = user_ids.new_zeros(input_ids.shape[0], 1)
+        cf_user, cf_item = self.cf_features(user_ids, item_ids, history_item_ids)  # [B, f] each
+        history_tokens = None
+        if self.config.use_history_embeddings:  # left-padded with 0: order of kept ids = prompt order
+            history_tokens = self.projector(self.item_features(history_item_ids))  # [B, L, k, H]
+        return {
+            "user": self.projector(cf_user),
+            "item": self.projector(cf_item),
+            "history": history_tokens,
+            "kept": history_item_ids != 0,
+            "cf_user": cf_user,
+            "cf_item": cf_item,
+            "cf_logits": (
+                self.cf_encoder.score(user_ids, item_ids, history_item_ids) if self.score_fusion is not None else None
+            ),
+        }
+
+    @staticmethod
+    def _cf_outputs(cf: dict | None) -> dict:
+        """The CF fields of :class:`CL3MRecOutput` (all None without CF ids)."""
+        if cf is None:
+            return dict.fromkeys(("user_embeds", "item_embeds", "cf_user_embeds", "cf_item_embeds", "cf_logits"))
+        return {
+            "user_embeds": cf["user"][:, 0],
+            "item_embeds": cf["item"][:, 0],
+            "cf_user_embeds": cf["cf_user"],
+            "cf_item_embeds": cf["cf_item"],
+            "cf_logits": cf["cf_logits"],
+        }
+
+    def _fill_placeholders(self, input_ids, cf: dict | None, parts=PROMPT_PARTS, rows=None) -> torch.Tensor:
+        """Token embeddings `[N, T, H]` of `input_ids [N, T]`, placeholders of the kinds in `parts` filled from
+        `cf` (:meth:`_cf_inputs`); row n takes the CF inputs of row `rows[n]` (default: row n). Raises when a row's
+        placeholder count differs from its tokens, or when a placeholder is left unfilled."""
         placeholder_mask = torch.zeros_like(input_ids, dtype=torch.bool)
         for token_id in self._placeholder_ids():
             placeholder_mask |= input_ids == token_id
         inputs_embeds = self.get_input_embeddings()(input_ids.masked_fill(placeholder_mask, 0))
-        batch = input_ids.shape[0]
-        no_cf = {"user_embeds": None, "item_embeds": None, "cf_user_embeds": None, "cf_item_embeds": None, "cf_logits": None}
-
-        if user_ids is None or item_ids is None:
+        if cf is None:
             if placeholder_mask.any():
                 raise ValueError(
                     f"input_ids contain {int(placeholder_mask.sum())} CF placeholder tokens but user_ids / item_ids "
                     "were not given"
                 )
-            return inputs_embeds, no_cf
-        if self.cf_encoder is None:
-            raise ValueError("user_ids / item_ids were given but this CL3MRecModel has no cf_config (text-only)")
-        if history_item_ids is None:
-            history_item_ids = user_ids.new_zeros(batch, 1)
-
-        cf_user, cf_item = self.cf_features(user_ids, item_ids, history_item_ids)  # [B, f] each
-        dtype = inputs_embeds.dtype
-        user_tokens = self.projector(cf_user)  # [B, k, H]
-        item_tokens = self.projector(cf_item)  # [B, k, H]
+            return inputs_embeds
+        if rows is not None:
+            cf = {key: value if value is None else value[rows] for key, value in cf.items()}
+        count = input_ids.shape[0]
         k = self.config.tokens_per_entity
-        fills = [("user", self.config.user_token_id, user_tokens, torch.full((batch,), k))]
-        fills.append(("item", self.config.item_token_id, item_tokens, torch.full((batch,), k)))
-        if self.config.use_history_embeddings and "history" in parts:
-            keep = history_item_ids != 0  # [B, L], left-padded: order of kept ids = prompt order
-            history_tokens = self.projector(self.item_features(history_item_ids[keep]))  # [N, k, H]
-            fills.append(("history", self.config.history_token_id, history_tokens, keep.sum(dim=1).cpu() * k))
+        fills = [("user", self.config.user_token_id, cf["user"], torch.full((count,), k))]
+        fills.append(("item", self.config.item_token_id, cf["item"], torch.full((count,), k)))
+        if cf["history"] is not None and "history" in parts:
+            kept = cf["kept"]
+            fills.append(("history", self.config.history_token_id, cf["history"][kept], kept.sum(dim=1).cpu() * k))
         filled = torch.zeros_like(placeholder_mask)
-        for kind, token_id, features, expected in fills:
+        for kind, token_id, tokens, expected in fills:
             mask = input_ids == token_id
             self._check_counts(mask.cpu(), expected if kind in parts else torch.zeros_like(expected), kind)
             if kind in parts:
-                inputs_embeds = inputs_embeds.masked_scatter(mask.unsqueeze(-1), features.to(dtype).reshape(-1))
+                values = tokens.to(inputs_embeds.dtype).reshape(-1)
+                inputs_embeds = inputs_embeds.masked_scatter(mask.unsqueeze(-1), values)
                 filled |= mask
         if (placeholder_mask & ~filled).any():
             raise ValueError(
                 f"input_ids contain {int((placeholder_mask & ~filled).sum())} placeholder tokens that nothing fills: "
                 f"history placeholders without config.use_history_embeddings, or a kind outside parts={parts}"
             )
-        cf_outputs = {
-            "user_embeds": user_tokens[:, 0],
-            "item_embeds": item_tokens[:, 0],
-            "cf_user_embeds": cf_user,
-            "cf_item_embeds": cf_item,
-            "cf_logits": (
-                self.cf_encoder.score(user_ids, item_ids, history_item_ids) if self.score_fusion is not None else None
-            ),
-        }
-        return inputs_embeds, cf_outputs
+        return inputs_embeds
 
     @property
     def shared_prefix_parts(self) -> tuple[str, ...]:
@@ -491,13 +519,12 @@ class CL3MRecModel(CL3MRecPreTrainedModel):
         first = torch.full((groups,), rows.numel(), device=rows.device).scatter_reduce(0, prefix_index, rows, "amin")
         if int(first.max()) >= rows.numel():
             raise ValueError(f"prefix_index leaves some of the {groups} prefixes without a row")
-        ids_of_first = [None if ids is None else ids[first] for ids in (user_ids, item_ids, history_item_ids)]
+        cf = self._cf_inputs(input_ids, user_ids, item_ids, history_item_ids)  # the CF encoder runs once per row
         prefix_parts = self.shared_prefix_parts
-        prefix_embeds, _ = self.embed_inputs(prefix_input_ids, *ids_of_first, parts=prefix_parts)  # [G, P, H]
+        prefix_embeds = self._fill_placeholders(prefix_input_ids, cf, prefix_parts, rows=first)  # [G, P, H]
         suffix_parts = tuple(part for part in PROMPT_PARTS if part not in prefix_parts)
-        suffix_embeds, cf_outputs = self.embed_inputs(
-            input_ids, user_ids, item_ids, history_item_ids, parts=suffix_parts
-        )  # [B, S, H]
+        suffix_embeds = self._fill_placeholders(input_ids, cf, suffix_parts)  # [B, S, H]
+        cf_outputs = self._cf_outputs(cf)
         if prefix_attention_mask is None:
             prefix_attention_mask = torch.ones_like(prefix_input_ids)
         if attention_mask is None:

@@ -219,3 +219,20 @@ def test_grouped_sampler_follows_the_trainer_epoch(context_rows):
         sampler.set_epoch(0)  # ignored: the source decides
         orders.append(list(sampler))
     assert orders[1] == orders[3] and orders[0] != orders[1] != orders[2]
+
+
+def test_shared_prefix_runs_the_cf_encoder_once(make_cl3mrec, context_rows, monkeypatch):
+    """Prefix and suffix placeholders come from one CF pass (one dropout draw, half the work)."""
+    model, tokenizer = make_cl3mrec("llama", "mf", score_fusion="residual")
+    processor = _processor(model, tokenizer)
+    features = list(tokenize_dataset(context_rows, processor))
+    calls = []
+    encode = model.cf_encoder.encode
+    monkeypatch.setattr(model.cf_encoder, "encode", lambda *args: calls.append(len(args[0])) or encode(*args))
+    counts = []
+    for share in (False, True):
+        calls.clear()
+        with torch.no_grad():
+            model(**CL3MRecCollator(processor, share_prefix=share)(features))
+        counts.append(list(calls))
+    assert counts[1] == counts[0] == [len(context_rows)] * 2  # features + the fused CF logit, over all rows once
