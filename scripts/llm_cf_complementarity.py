@@ -40,7 +40,17 @@ def main() -> None:
     parser.add_argument("--run", action="append", required=True, help="a `cl3mrec train` output folder")
     args = parser.parse_args()
 
-    split = load_dataset_dict(args.data)["valid_small"]
+    for run in map(Path, args.run):
+        missing = [name for name in ("eval_scores.npy", "eval_rows.npy") if not (run / name).is_file()]
+        if missing:
+            parser.exit(2, f"error: --run {run}: no {' / '.join(missing)} (not a finished `cl3mrec train` folder)\n")
+    for item in args.cf:
+        if "=" not in item or not Path(item.split("=", 1)[1], "config.json").is_file():
+            parser.exit(2, f"error: --cf {item!r}: expected NAME=DIR of a saved CF model (DIR/config.json)\n")
+    try:
+        split = load_dataset_dict(args.data)["valid_small"]
+    except (FileNotFoundError, KeyError) as error:
+        parser.exit(2, f"error: --data {args.data}: {error}\n")
     print("| LLM run | CF model | rows | run AUC / UAUC | CF AUC / UAUC | cross-fitted blend AUC / UAUC |")
     print("| --- | --- | --- | --- | --- | --- |")
     for run in map(Path, args.run):
