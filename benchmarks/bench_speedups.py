@@ -9,7 +9,7 @@ every batch), so a busy machine slows all of them alike and the ratios stay mean
   full-vocabulary logits at every position, BCE on the "Yes" logit of the last position.
 * **ours, whole prompts**: what the configs train with (`configs/ml1m/base.yaml`: LoRA dropout 0, eager attention
   on a CPU; in stage `cie` the frozen LoRA merged and the prompt before the first placeholder without an autograd
-  graph; frozen decoder weights held in bf16, `frozen_decoder_weights_in`), `model(**batch).loss` with answer-row
+  graph; frozen decoder weights held in bf16: `fast_frozen_weights`), `model(**batch).loss` with answer-row
   logits only.
 * **ours, shared prefixes** (the trainer's default, `share_prefix: true`): the same model, batches collated as shared
   prompt prefixes + suffixes (`CL3MRecProcessor.pad_shared_prefix`): each user context's prefix runs once.
@@ -24,7 +24,6 @@ Run from the repository root: `python benchmarks/bench_speedups.py --allow-pickl
 """
 
 import argparse
-import contextlib
 import sys
 import time
 from pathlib import Path
@@ -64,7 +63,7 @@ def stage_speeds(args, stage: str) -> tuple[dict[str, float], int, int]:
 
     from modeling_cl3mrec import CL3MRecProcessor
     from trainers.training.prompt_dataset import CL3MRecCollator, tokenize_dataset
-    from trainers.training.stages import frozen_decoder_weights_in, merged_frozen_lora
+    from trainers.training.stages import fast_frozen_weights
 
     cie = stage == "cie"
     plain_model, tokenizer, with_ids = build_stage(args, Setting(stage, False, "fp32", 0.05, "sdpa", False))
@@ -75,7 +74,8 @@ def stage_speeds(args, stage: str) -> tuple[dict[str, float], int, int]:
     rows = grouped_rows(args.data, args.batch_size * (args.batches + 1), args.allow_pickle)
     features = tokenize_dataset(rows, processor).to_list()
     chunks = [features[i : i + args.batch_size] for i in range(0, len(features), args.batch_size)]
-    whole, shared = CL3MRecCollator(processor), CL3MRecCollator(processor, share_prefix=True)
+    whole = CL3MRecCollator(processor)
+    shared = CL3MRecCollator(processor, ours_model.get_base_model().shared_prefix_parts)
     dev = common.device()
     optimizers = {
         model: torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
@@ -96,8 +96,7 @@ def stage_speeds(args, stage: str) -> tuple[dict[str, float], int, int]:
         optimizers[model].zero_grad(set_to_none=True)
 
     seconds = dict.fromkeys(PATHS, 0.0)
-    merged = merged_frozen_lora(ours_model) if cie else contextlib.nullcontext()
-    with merged, frozen_decoder_weights_in(ours_model, torch.bfloat16):
+    with fast_frozen_weights(ours_model, torch.bfloat16):  # merges nothing in stage lora: its LoRA trains
         for path in PATHS:  # warm-up
             step(path, chunks[0])
         for index, chunk in enumerate(chunks[1:]):
@@ -117,14 +116,14 @@ def scoring_speeds(args) -> tuple[dict[str, float], int]:
 
     from modeling_cl3mrec import CL3MRecProcessor
     from trainers.inference.llm_scoring import CL3MRecScorer
-    from trainers.training.prompt_dataset import CL3MRecCollator, context_groups, grouped_batches, tokenize_dataset
+    from trainers.training.prompt_dataset import CL3MRecCollator, context_groups, length_grouped_batches, tokenize_dataset
 
     model, tokenizer, _ = build_stage(args, Setting("cie", False, "fp32", 0.0, "sdpa", False))
     model.eval()
     processor = CL3MRecProcessor.from_model_config(tokenizer, model.get_base_model().config, True)
     rows = common.load_split(args.valid_data, args.allow_pickle)
     tokenized = tokenize_dataset(rows, processor)
-    batches = grouped_batches(context_groups(tokenized), tokenized["length"], args.score_batch_size)
+    batches = length_grouped_batches(tokenized["length"], args.score_batch_size, context_groups(tokenized))
     chosen = [index for batch in batches[: args.score_batches] for index in batch]
     subset = rows.select(chosen)
     scorer = CL3MRecScorer(model, processor, batch_size=args.score_batch_size, show_progress=False)

@@ -25,6 +25,7 @@ USER_TOKEN = "<|user_emb|>"
 ITEM_TOKEN = "<|item_emb|>"
 HISTORY_TOKEN = "<|hist_emb|>"
 
+PLACEHOLDERS = {"user": USER_TOKEN, "item": ITEM_TOKEN, "history": HISTORY_TOKEN}  # kind → token, as `parts` name them
 CONTEXT_FIELDS = ("history", "user")
 CANDIDATE_FIELDS = ("title", "item")
 ID_FIELDS = ("user", "item")
@@ -284,37 +285,39 @@ class CL3MRecProcessor(ProcessorMixin):
         rows with equal keys share it (rows without either share by their common token prefix only)."""
         return feature.get("user_id"), tuple(feature.get("history_item_ids") or ())
 
-    def pad_shared_prefix(self, features: Sequence[Mapping], share_user: bool = True) -> BatchFeature:
-        """Pad encoded rows as shared prompt prefixes + per-row suffixes, the form in which `CL3MRecModel.forward`
-        runs each prefix once for all its rows.
+    def placeholder_ids(self, kinds: Iterable[str]) -> list[int]:
+        """Token ids of the placeholder ``kinds`` (``"user"``, ``"item"``, ``"history"``) that this processor's
+        prompts can hold (none for text prompts; history only with ``use_history_embeddings``)."""
+        held = ("user", "item", "history") if self.use_history_embeddings else ("user", "item") if self.with_ids else ()
+        return [self.tokenizer.convert_tokens_to_ids(PLACEHOLDERS[kind]) for kind in kinds if kind in held]
+
+    def prefix_stop_ids(self, prefix_parts: Sequence[str]) -> list[int]:
+        """Placeholder token ids a shared prompt prefix must stop before: those of the kinds not in ``prefix_parts``
+        (``CL3MRecModel.shared_prefix_parts``)."""
+        return self.placeholder_ids(kind for kind in PLACEHOLDERS if kind not in prefix_parts)
+
+    def split_shared_prefix(
+        self, features: Sequence[Mapping], prefix_parts: Sequence[str] = ("user", "history")
+    ) -> tuple[list[list[int]], list[list[int]], list[int]]:
+        """``(prefixes, suffixes, prefix_index)``: the token ids of each shared prompt prefix, of each row's suffix,
+        and each row's prefix (numbered in order of first appearance); prefix + suffix = the row's prompt ids.
 
         Rows with the same :meth:`context_key` share a prefix: the longest common token prefix of their prompts,
-        cut before the first candidate placeholder (and before the user placeholder unless ``share_user``: a CF
-        encoder whose user view depends on the target item, such as DIN) and at least one token short of the
-        shortest prompt. Cutting token ids (not text) keeps every token as in the whole prompt. Raises
-        ``ValueError`` when a prompt cannot be split that way (a template starting with a candidate field, or
-        context placeholders after the cut, e.g. ``{history}`` after ``{user}`` with ``share_user=False``):
-        :class:`~trainers.training.prompt_dataset.CL3MRecCollator` then keeps whole prompts.
-
-        Returns a `BatchFeature` with ``prefix_input_ids [G, P]`` / ``prefix_attention_mask [G, P]`` (left-padded),
-        ``input_ids [B, S]`` / ``attention_mask [B, S]`` (the suffixes, right-padded), ``prefix_index [B]`` (each
-        row's prefix, in order of first appearance) and, for ID templates, the id tensors of :meth:`pad`.
+        cut before the first placeholder of a kind outside ``prefix_parts`` (``CL3MRecModel.shared_prefix_parts``:
+        never the candidate's; not the user's for a CF encoder whose user view depends on the candidate, such as DIN)
+        and at least one token short of the shortest prompt. Cutting token ids (not text) keeps every token as in the
+        whole prompt. Raises ``ValueError`` when a prompt cannot be split that way (a template starting with a
+        candidate field, or placeholders of ``prefix_parts`` after the cut, e.g. ``{history}`` after ``{user}`` for
+        DIN): :class:`~trainers.training.prompt_dataset.CL3MRecCollator` then keeps whole prompts.
         """
         if not features:
-            raise ValueError("pad_shared_prefix needs at least one row")
-        token_id = self.tokenizer.convert_tokens_to_ids
-        stops = [token_id(ITEM_TOKEN)] if self.with_ids else []
-        if self.with_ids and not share_user:
-            stops.append(token_id(USER_TOKEN))
-        # Placeholders a suffix must not hold (the model fills them in the prefix).
-        context_only = {token_id(HISTORY_TOKEN)} if self.use_history_embeddings else set()
-        if self.with_ids and share_user:
-            context_only.add(token_id(USER_TOKEN))
+            raise ValueError("split_shared_prefix needs at least one row")
+        stops = self.prefix_stop_ids(prefix_parts)
+        context_only = set(self.placeholder_ids(prefix_parts))  # the model fills these in the prefix only
         groups: dict[tuple, list[int]] = {}
         for row, feature in enumerate(features):
             groups.setdefault(self.context_key(feature), []).append(row)
-        prefixes, suffixes = [], [None] * len(features)
-        prefix_index = torch.empty(len(features), dtype=torch.long)
+        prefixes, suffixes, prefix_index = [], [None] * len(features), [0] * len(features)
         for group, rows in enumerate(groups.values()):
             ids = [features[row]["input_ids"] for row in rows]
             length = common_prefix_length(ids, stops)
@@ -324,8 +327,20 @@ class CL3MRecProcessor(ProcessorMixin):
                 raise ValueError(f"row {rows[0]}: user-context placeholders after the shared prefix's cut")
             prefixes.append(ids[0][:length])
             for row, row_ids in zip(rows, ids):
-                suffixes[row] = row_ids[length:]
-                prefix_index[row] = group
+                suffixes[row], prefix_index[row] = row_ids[length:], group
+        return prefixes, suffixes, prefix_index
+
+    def pad_shared_prefix(
+        self, features: Sequence[Mapping], prefix_parts: Sequence[str] = ("user", "history"), split=None
+    ) -> BatchFeature:
+        """Pad encoded rows as shared prompt prefixes + per-row suffixes (:meth:`split_shared_prefix`, or its result
+        ``split``), the form in which `CL3MRecModel.forward` runs each prefix once for all its rows.
+
+        Returns a `BatchFeature` with ``prefix_input_ids [G, P]`` / ``prefix_attention_mask [G, P]`` (left-padded),
+        ``input_ids [B, S]`` / ``attention_mask [B, S]`` (the suffixes, right-padded), ``prefix_index [B]`` and, for
+        ID templates, the id tensors of :meth:`pad`.
+        """
+        prefixes, suffixes, prefix_index = split or self.split_shared_prefix(features, prefix_parts)
         prefix_input_ids, prefix_attention_mask = self._padded_ids(prefixes, "left")
         input_ids, attention_mask = self._padded_ids(suffixes, "right")
         return BatchFeature(
@@ -334,7 +349,7 @@ class CL3MRecProcessor(ProcessorMixin):
                 "prefix_attention_mask": prefix_attention_mask,
                 "input_ids": input_ids,
                 "attention_mask": attention_mask,
-                "prefix_index": prefix_index,
+                "prefix_index": torch.tensor(prefix_index, dtype=torch.long),
                 **self._id_tensors(features),
             }
         )

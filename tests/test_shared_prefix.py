@@ -8,7 +8,7 @@ import torch
 
 from modeling_cl3mrec import CL3MRecProcessor
 from trainers.inference.llm_scoring import CL3MRecScorer
-from trainers.training.prompt_dataset import CL3MRecCollator, context_groups, grouped_batches, tokenize_dataset
+from trainers.training.prompt_dataset import CL3MRecCollator, context_groups, length_grouped_batches, tokenize_dataset
 from trainers.training.trainer import ContextGroupedSampler
 
 
@@ -45,7 +45,7 @@ def test_prefix_and_suffix_rebuild_every_prompt(make_cl3mrec, context_rows):
         assert model.config.item_token_id in suffix and model.config.item_token_id not in prefix
         assert model.config.user_token_id in prefix  # the user context is shared
     assert batch["attention_mask"][:, 0].all() and batch["prefix_attention_mask"][:, -1].all()  # suffix right, prefix left
-    no_user = processor.pad_shared_prefix(features, share_user=False)
+    no_user = processor.pad_shared_prefix(features, prefix_parts=("history",))
     assert (no_user["prefix_input_ids"] != model.config.user_token_id).all()
 
 
@@ -58,10 +58,10 @@ def test_rows_without_a_shared_context_still_split(make_cl3mrec, tiny_rows):
     assert batch["prefix_input_ids"].shape[1] == len(features[0]["input_ids"]) - 1
 
 
-def _forward_both(model, processor, rows, share_user=True, **kwargs):
+def _forward_both(model, processor, rows, **kwargs):
     features = list(tokenize_dataset(rows, processor))
     whole = CL3MRecCollator(processor)(features)
-    shared = CL3MRecCollator(processor, share_prefix=True, share_user=share_user)(features)
+    shared = CL3MRecCollator(processor, model.shared_prefix_parts)(features)
     assert shared["prefix_input_ids"].shape[0] < len(features)
     return [model(**batch, **kwargs) for batch in (whole, shared)]
 
@@ -82,7 +82,7 @@ def test_shared_prefix_scores_equal_whole_prompts(make_cl3mrec, context_rows, ar
     share_user = "user" in model.shared_prefix_parts
     assert share_user == (encoder != "din")  # DIN's user view depends on the candidate
     with torch.no_grad():
-        whole, shared = _forward_both(model, processor, context_rows, share_user=share_user)
+        whole, shared = _forward_both(model, processor, context_rows)
     torch.testing.assert_close(shared.logits, whole.logits, atol=1e-5, rtol=1e-5)
     if encoder is not None:
         torch.testing.assert_close(shared.cf_user_embeds, whole.cf_user_embeds)
@@ -132,17 +132,18 @@ def test_grouped_orders_keep_contexts_together(make_cl3mrec, context_rows):
         labels = groups[order]
         return 1 + int((labels[1:] != labels[:-1]).sum())
 
-    sampler = ContextGroupedSampler(groups, seed=3)
+    epoch = {"now": 0}
+    sampler = ContextGroupedSampler(groups, seed=3, epoch=lambda: epoch["now"])
     first = list(sampler)
     assert sorted(first) == list(range(len(groups))) and runs(first) == 6
     orders = {tuple(first)}
-    for epoch in range(1, 6):
-        sampler.set_epoch(epoch)
+    for now in range(1, 6):
+        epoch["now"] = now
         orders.add(tuple(sampler))
     assert len(orders) > 1  # groups reshuffled per epoch
-    sampler.set_epoch(0)
+    epoch["now"] = 0
     assert list(sampler) == first  # deterministic: a resumed run sees the same order
-    batches = grouped_batches(groups, tokenized["length"], batch_size=4)
+    batches = length_grouped_batches(tokenized["length"], 4, groups)
     assert sorted(i for batch in batches for i in batch) == list(range(len(groups)))
     assert runs([i for batch in batches for i in batch]) == 6
 
@@ -159,7 +160,8 @@ def test_frozen_decoder_weights_in_bf16_change_nothing_under_autocast(make_cl3mr
     apply_stage(model, stage)
     model.train()
     processor = _processor(model, tokenizer, with_ids=stage == "cie")
-    batch = CL3MRecCollator(processor, share_prefix=True)(list(tokenize_dataset(context_rows, processor)))
+    parts = model.get_base_model().shared_prefix_parts
+    batch = CL3MRecCollator(processor, parts)(list(tokenize_dataset(context_rows, processor)))
     trained = [param for param in model.parameters() if param.requires_grad]
     originals = {name: (param.data_ptr(), param.dtype) for name, param in model.named_parameters()}
 
@@ -188,11 +190,11 @@ def test_collator_shares_only_when_it_saves_tokens(make_cl3mrec, context_rows):
     model, tokenizer = make_cl3mrec("llama", "mf")
     processor = _processor(model, tokenizer)
     features = list(tokenize_dataset(context_rows, processor))
-    collator = CL3MRecCollator(processor, share_prefix=True)
+    collator = CL3MRecCollator(processor, model.shared_prefix_parts)
     assert "prefix_input_ids" in collator(features)  # 12 rows, 6 contexts
     distinct = {processor.context_key(feature): feature for feature in features}.values()
     assert "prefix_input_ids" not in collator(list(distinct))  # one row per context: whole prompts
-    assert "prefix_input_ids" in CL3MRecCollator(processor, share_prefix=True, min_saving=-1.0)(list(distinct))
+    assert "prefix_input_ids" in CL3MRecCollator(processor, model.shared_prefix_parts, -1.0)(list(distinct))
 
 
 def test_prompts_that_cannot_be_split_stay_whole(make_cl3mrec):
@@ -204,19 +206,20 @@ def test_prompts_that_cannot_be_split_stay_whole(make_cl3mrec):
     features = [{**context, "input_ids": [5, 6, 7]}, {**context, "input_ids": [8, 6, 7, 9]}]
     with pytest.raises(ValueError, match="no shareable prefix"):
         processor.pad_shared_prefix(features)
-    batch = CL3MRecCollator(processor, share_prefix=True, min_saving=-1.0)(features)
+    batch = CL3MRecCollator(processor, model.shared_prefix_parts, min_saving=-1.0)(features)
     assert "prefix_input_ids" not in batch and batch["input_ids"].tolist()[0][-3:] == [5, 6, 7]
 
 
 def test_grouped_sampler_follows_the_trainer_epoch(context_rows):
-    """After a mid-epoch resume DDP's batch-sampler wrappers hide `set_epoch`: the order follows the epoch source."""
+    """After a mid-epoch resume DDP's batch-sampler wrappers would hide `set_epoch`: the order follows the epoch
+    callable, read when each iterator is made."""
     groups = np.arange(len(context_rows)) // 2
     epoch = {"now": 0}
-    sampler = ContextGroupedSampler(groups, seed=1, epoch_source=lambda: epoch["now"])
+    sampler = ContextGroupedSampler(groups, seed=1, epoch=lambda: epoch["now"])
     orders = []
     for now in (0, 1, 2, 1):
         epoch["now"] = now
-        sampler.set_epoch(0)  # ignored: the source decides
+        assert not hasattr(sampler, "set_epoch")  # no second way to set it
         orders.append(list(sampler))
     assert orders[1] == orders[3] and orders[0] != orders[1] != orders[2]
 
@@ -233,6 +236,6 @@ def test_shared_prefix_runs_the_cf_encoder_once(make_cl3mrec, context_rows, monk
     for share in (False, True):
         calls.clear()
         with torch.no_grad():
-            model(**CL3MRecCollator(processor, share_prefix=share)(features))
+            model(**CL3MRecCollator(processor, model.shared_prefix_parts if share else None)(features))
         counts.append(list(calls))
     assert counts[1] == counts[0] == [len(context_rows)] * 2  # features + the fused CF logit, over all rows once

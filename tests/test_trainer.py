@@ -104,7 +104,7 @@ def test_training_batches_share_prefixes(workspace, tmp_path):
 
     trainer = build_stage(*stage_args(workspace, tmp_path / "shared", max_steps=2)).trainer
     assert isinstance(trainer._get_train_sampler(), ContextGroupedSampler)
-    assert trainer.data_collator.collator.share_prefix
+    assert trainer.data_collator.collator.prefix_parts == ("user", "history")
     trainer.data_collator.collator.min_saving = -1.0  # the synthetic rows repeat no context: share anyway
     batch = next(iter(trainer.get_train_dataloader()))
     assert batch["prefix_input_ids"].shape[0] <= batch["input_ids"].shape[0] == 8

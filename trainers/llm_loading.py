@@ -167,10 +167,16 @@ def export_merged(peft_model, processor, out_dir) -> Path:
     return Path(out_dir)
 
 
+def unwrap_peft(model):
+    """The `CL3MRecModel` inside a PEFT wrapper, or ``model`` itself (LoRA layers stay active: PEFT injects them in
+    place)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
 def is_quantized(model) -> bool:
     """Whether the LLM of ``model`` (a `CL3MRecModel` or a PEFT wrapper of one) holds 4-bit / 8-bit bitsandbytes
     weights."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base = unwrap_peft(model)
     return any(getattr(base.language_model, flag, False) for flag in ("is_loaded_in_4bit", "is_loaded_in_8bit"))
 
 

@@ -12,7 +12,8 @@ from transformers import AutoTokenizer
 
 from modeling_cl3mrec import CL3MRecModel, CL3MRecProcessor
 
-from ..training.prompt_dataset import CL3MRecCollator, context_groups, grouped_batches, length_grouped_batches, tokenize_dataset
+from ..llm_loading import unwrap_peft
+from ..training.prompt_dataset import CL3MRecCollator, context_groups, length_grouped_batches, tokenize_dataset
 from ..training.stages import frozen_decoder_weights_in
 from .ranking import grouped_kv_attention
 
@@ -64,10 +65,8 @@ class CL3MRecScorer:
         self.use_bf16 = use_bf16
         self.show_progress = show_progress
         self.share_prefix = share_prefix
-        base_model = model.get_base_model() if hasattr(model, "get_base_model") else model
-        share_user = "user" in base_model.shared_prefix_parts
-        self._decoder_config = base_model.get_decoder().config
-        self.collator = CL3MRecCollator(processor, share_prefix=share_prefix, share_user=share_user)
+        self._decoder_config = unwrap_peft(model).get_decoder().config
+        self.collator = CL3MRecCollator(processor, unwrap_peft(model).shared_prefix_parts if share_prefix else None)
         self.last_rows_per_second = None
 
     @classmethod
@@ -81,10 +80,8 @@ class CL3MRecScorer:
     def score(self, dataset) -> np.ndarray:
         """Scores `[len(dataset)]` (float64) in the dataset's row order; logs rows/second."""
         tokenized = tokenize_dataset(dataset, self.processor)
-        if self.share_prefix:
-            batches = grouped_batches(context_groups(tokenized), tokenized["length"], self.batch_size)
-        else:
-            batches = length_grouped_batches(tokenized["length"], self.batch_size)
+        groups = context_groups(tokenized) if self.share_prefix else None
+        batches = length_grouped_batches(tokenized["length"], self.batch_size, groups)
         device = next(self.model.parameters()).device
         use_bf16 = self.use_bf16 and bf16_autocast_supported(device)
         autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16)

@@ -34,14 +34,11 @@ from transformers import DynamicCache
 from modeling_cl3mrec.modeling_cl3mrec import cache_from_layers, cache_layers, decoder_cache_kwarg
 from modeling_cl3mrec.processing_cl3mrec import common_prefix_length
 
+from ..llm_loading import unwrap_peft
+
 logger = logging.getLogger(__name__)
 
 _FORCE_GQA = "TRANSFORMERS_SDPA_FORCE_GQA"
-
-
-def _unwrap(model):
-    """The `CL3MRecModel` inside a PEFT wrapper (LoRA layers stay active: they are injected in place)."""
-    return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
 @contextmanager
@@ -79,7 +76,7 @@ class CandidateRanker:
     """
 
     def __init__(self, model, processor, batch_size=32, autocast_dtype=None):
-        self.model = _unwrap(model).eval()
+        self.model = unwrap_peft(model).eval()
         self.processor = processor
         if batch_size < 1:
             raise ValueError(f"CandidateRanker: batch_size must be >= 1, got {batch_size}")
@@ -124,12 +121,7 @@ class CandidateRanker:
             raise ValueError(f"rank: no candidates for user {user_row.get('user_id')}")
         features = self.processor.encode_rows(records)
         ids = [feature["input_ids"] for feature in features]
-        stops = []
-        if self.processor.with_ids:  # the prefix holds the user context only (DIN: not even the user placeholder)
-            stops = [self.model.config.item_token_id]
-            if "user" not in self.model.shared_prefix_parts:
-                stops.append(self.model.config.user_token_id)
-        prefix_len = common_prefix_length(ids, stops)
+        prefix_len = common_prefix_length(ids, self.processor.prefix_stop_ids(self.model.shared_prefix_parts))
         scores = np.empty(len(ids), dtype=np.float64)
         # Candidates of similar suffix length share a batch, so little right padding is computed.
         order = np.argsort([len(seq) for seq in ids], kind="stable")

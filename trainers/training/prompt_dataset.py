@@ -5,6 +5,8 @@ prefixes + suffixes)."""
 import numpy as np
 import torch
 
+from modeling_cl3mrec import CL3MRecProcessor
+
 KEPT_COLUMNS = ("input_ids", "user_id", "item_id", "history_item_ids", "label", "warm", "length")
 
 
@@ -46,31 +48,32 @@ class CL3MRecCollator:
 
     Output: `input_ids [B, T]`, `attention_mask [B, T]` (left-padded whole prompts; see `CL3MRecProcessor.pad`),
     `labels [B]` and, for prompts with CF placeholders, `user_ids [B]`, `item_ids [B]`, `history_item_ids [B, L]`.
-    With `share_prefix`, rows with the same user context share one prompt prefix: `prefix_input_ids [G, P]`,
-    `prefix_attention_mask [G, P]`, `prefix_index [B]`, and `input_ids` / `attention_mask` hold the right-padded
-    suffixes (`CL3MRecProcessor.pad_shared_prefix`; `share_user=False` keeps the user placeholder out of the prefix,
-    for CF encoders whose user view depends on the target item) — for a batch whose padded token count
-    (`G·P + B·S`) that cuts by at least `min_saving` of the whole prompts' (`B·T`); other batches (few repeated
-    contexts: sharing would cost an extra decoder call for nothing) and prompts that cannot be split (see
-    `CL3MRecProcessor.pad_shared_prefix`) stay whole prompts.
+    With `prefix_parts` (the model's `shared_prefix_parts`), rows with the same user context share one prompt
+    prefix: `prefix_input_ids [G, P]`, `prefix_attention_mask [G, P]`, `prefix_index [B]`, and `input_ids` /
+    `attention_mask` hold the right-padded suffixes (`CL3MRecProcessor.pad_shared_prefix`) — for a batch whose
+    padded token count (`G·P + B·S`) that cuts by at least `min_saving` of the whole prompts' (`B·T`); other batches
+    (few repeated contexts: sharing would cost an extra decoder call for nothing) and prompts that cannot be split
+    (see `CL3MRecProcessor.split_shared_prefix`) stay whole prompts.
     """
 
-    def __init__(self, processor, share_prefix: bool = False, share_user: bool = True, min_saving: float = 0.1):
+    def __init__(self, processor, prefix_parts: tuple[str, ...] | None = None, min_saving: float = 0.1):
         self.processor = processor
-        self.share_prefix = share_prefix
-        self.share_user = share_user
+        self.prefix_parts = prefix_parts
         self.min_saving = min_saving
 
     def _pad(self, features: list[dict]) -> dict[str, torch.Tensor]:
-        whole = dict(self.processor.pad(features, padding_side="left"))  # the model reads position -1
-        if not self.share_prefix:
-            return whole
-        try:
-            shared = dict(self.processor.pad_shared_prefix(features, share_user=self.share_user))
-        except ValueError:
-            return whole
-        shared_tokens = shared["prefix_input_ids"].numel() + shared["input_ids"].numel()
-        return shared if shared_tokens <= (1 - self.min_saving) * whole["input_ids"].numel() else whole
+        if self.prefix_parts is not None:
+            try:
+                split = self.processor.split_shared_prefix(features, self.prefix_parts)
+            except ValueError:
+                split = None
+            if split is not None:
+                prefixes, suffixes, _ = split
+                shared = len(prefixes) * max(map(len, prefixes)) + len(suffixes) * max(map(len, suffixes))
+                whole = len(features) * max(len(feature["input_ids"]) for feature in features)
+                if shared <= (1 - self.min_saving) * whole:
+                    return dict(self.processor.pad_shared_prefix(features, split=split))
+        return dict(self.processor.pad(features, padding_side="left"))  # the model reads position -1
 
     def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
         batch = self._pad(features)
@@ -84,18 +87,21 @@ def length_sorted_order(lengths) -> list[int]:
     return sorted(range(len(lengths)), key=lambda i: -lengths[i])
 
 
-def length_grouped_batches(lengths, batch_size: int) -> list[list[int]]:
-    """Row indices in batches of similar length (longest first), so padding is minimal when scoring."""
+def length_grouped_batches(lengths, batch_size: int, groups=None) -> list[list[int]]:
+    """Row indices in batches of similar length (longest first), so padding is minimal when scoring; with `groups`
+    (:func:`context_groups`), the rows of a group next to each other (:func:`grouped_order`), so that batches share
+    prompt prefixes (a group may straddle two batches)."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    order = length_sorted_order(lengths)
+    order = length_sorted_order(lengths) if groups is None else grouped_order(groups, lengths)
     return [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
 
 
 def context_groups(dataset) -> np.ndarray:
-    """Group id `[N]` of each tokenised row: rows with the same user and recent history (`user_id`,
-    `history_item_ids`) have the same prompt prefix. Ids number groups in order of first appearance."""
-    keys = zip(dataset["user_id"], map(tuple, dataset["history_item_ids"]))
+    """Group id `[N]` of each tokenised row: rows with the same `CL3MRecProcessor.context_key` (user and recent
+    history) have the same prompt prefix. Ids number groups in order of first appearance."""
+    columns = zip(dataset["user_id"], dataset["history_item_ids"])
+    keys = (CL3MRecProcessor.context_key({"user_id": user, "history_item_ids": history}) for user, history in columns)
     ids: dict[tuple, int] = {}
     return np.fromiter((ids.setdefault(key, len(ids)) for key in keys), dtype=np.int64, count=len(dataset))
 
@@ -114,11 +120,3 @@ def grouped_order(groups, lengths=None, generator: np.random.Generator | None = 
     if generator is not None:
         keys = [keys[i] for i in generator.permutation(len(keys))]
     return [row for key in keys for row in members[key]]
-
-
-def grouped_batches(groups, lengths, batch_size: int) -> list[list[int]]:
-    """Scoring batches of `batch_size` rows cut from :func:`grouped_order` (a group may straddle two batches)."""
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    order = grouped_order(groups, lengths)
-    return [order[start : start + batch_size] for start in range(0, len(order), batch_size)]

@@ -21,7 +21,7 @@ from ..run_state import checkpoint_is_complete, clear_stage_complete, mark_stage
 from .stage_model import unquantized_copy
 from .stage_plots import PLOTS_DIR, write_stage_plots
 from .stage_setup import build_stage
-from .stages import frozen_decoder_weights_in, merged_frozen_lora
+from .stages import fast_frozen_weights
 from .training_summary import training_summary
 
 logger = logging.getLogger(__name__)
@@ -82,14 +82,14 @@ def run_stage(model_args, data_args, args) -> dict:
     if args.do_train:
         resume = resume_checkpoint(args.resume_from_checkpoint, args.output_dir, trainer.is_world_process_zero())
         attention = training_attention(trainer.model, model_args.train_attn_implementation, args.device.type)
-        with attention, merged_frozen_lora(trainer.model), frozen_decoder_weights_in(trainer.model, autocast_dtype):
+        with attention, fast_frozen_weights(trainer.model, autocast_dtype):
             train_result = trainer.train(resume_from_checkpoint=resume)
         trainer.save_model()
         trainer.save_metrics("train", train_result.metrics)
         trainer.save_state()
 
     # Scored as exported: frozen LoRA merged (the export merges it too).
-    with merged_frozen_lora(trainer.model), frozen_decoder_weights_in(trainer.model, autocast_dtype):
+    with fast_frozen_weights(trainer.model, autocast_dtype):
         prediction = trainer.predict(trainer.eval_dataset, metric_key_prefix="eval")
     metrics = {**prediction.metrics, **trainer.flush_metrics("eval")}
     metrics.update({f"eval_{key}": value for key, value in trainer.alignment_report().items()})

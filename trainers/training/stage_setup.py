@@ -17,6 +17,7 @@ from modeling_cl3mrec import CL3MRecProcessor
 from modeling_cl3mrec.processing_cl3mrec import template_uses_ids
 
 from .contrastive import TextViews, user_text_table
+from ..llm_loading import unwrap_peft
 from ..prompt_templates import load_template
 from .prompt_dataset import CL3MRecCollator, tokenize_dataset
 from .stage_model import build_stage_model
@@ -104,12 +105,11 @@ def build_stage(model_args, data_args, args) -> StageSetup:
     apply_stage(model, args.stage, args.train_cf_encoder, args.contrastive_weight)  # after disable_adapter(), which unfreezes adapters
 
     patience = args.early_stopping_patience
-    base_model = model.get_base_model() if hasattr(model, "get_base_model") else model
-    share_user = "user" in base_model.shared_prefix_parts
+    prefix_parts = unwrap_peft(model).shared_prefix_parts if args.share_prefix else None
     trainer = CL3MRecTrainer(
         model=model,
         args=args,
-        data_collator=CL3MRecCollator(processor, share_prefix=args.share_prefix, share_user=share_user),
+        data_collator=CL3MRecCollator(processor, prefix_parts),
         train_dataset=train_set,
         eval_dataset=eval_set,
         processing_class=processor,

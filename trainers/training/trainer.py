@@ -14,6 +14,7 @@ so that each batch runs a shared prompt prefix once (see ``CL3MRecModel.forward`
 """
 
 from collections import defaultdict
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -82,26 +83,21 @@ class ContextGroupedSampler(Sampler[int]):
     Args:
         groups `[N]`: the context group of each row (:func:`~trainers.training.prompt_dataset.context_groups`).
         seed: the order of epoch e is a function of ``seed + e`` only, so a resumed run replays it.
-        epoch_source: returns the current epoch when the iterator is made (the trainer passes its state's epoch,
-            which is right after a resume too, where DDP's batch-sampler wrappers hide ``set_epoch``); without
-            it, the last :meth:`set_epoch` value.
+        epoch: returns the current epoch when an iterator is made. The trainer passes its state's epoch, which is
+            right after a mid-epoch resume too, where a ``set_epoch`` method would not be reached through DDP's
+            batch-sampler wrappers.
     """
 
-    def __init__(self, groups, seed: int, epoch_source=None):
+    def __init__(self, groups, seed: int, epoch: Callable[[], int]):
         self.groups = np.asarray(groups)
         self.seed = seed
-        self.epoch = 0
-        self.epoch_source = epoch_source
-
-    def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __len__(self) -> int:
         return len(self.groups)
 
     def __iter__(self):
-        epoch = self.epoch if self.epoch_source is None else self.epoch_source()
-        generator = np.random.default_rng(self.seed + epoch)
+        generator = np.random.default_rng(self.seed + self.epoch())
         return iter(grouped_order(self.groups, generator=generator))
 
 
