@@ -1,13 +1,17 @@
-"""Does an LLM run carry signal its CF encoder lacks? A cross-fitted blend of the two scores on valid_small.
+"""Does an LLM run (or the prompt's text at all) carry signal the CF encoder lacks? Cross-fitted blends on valid_small.
 
     python scripts/llm_cf_complementarity.py --data runs/ml1m/data --cf MF=runs/ml1m/cf/mf \
-        --cf LightGCN=runs/ml1m/cf/lightgcn --run runs/ml1m/tallrec_lora --run runs/ml1m/seeds/collm_cie_fused_s0
+        --cf LightGCN=runs/ml1m/cf/lightgcn --run runs/ml1m/tallrec_lora --run runs/ml1m/seeds/collm_cie_fused_s0 \
+        --text-baseline 1024 --text-baseline all
 
-For every (LLM run, CF model) pair, on the valid_small rows the run scored (`eval_scores.npy`, `eval_rows.npy`):
-the AUC / UAUC of the run, of the CF model, and of `a · run score + b · CF logit` with (a, b) fitted by logistic
-regression on half of the users and evaluated on the other half, both ways (2-fold cross-fitting by user, so no
-row is scored by weights fitted on it). A blend no better than the CF model alone means the LLM adds nothing the
-CF model does not already rank. Only valid rows are read.
+For every (scorer, CF model) pair, on the valid_small rows the scorer scored: the AUC / UAUC of the scorer, of the
+CF model, and of `a · score + b · CF logit` with (a, b) fitted by logistic regression on half of the users and
+evaluated on the other half, both ways (2-fold cross-fitting by user, so no row is scored by weights fitted on
+it). A blend no better than the CF model alone means the scorer adds nothing the CF model does not already rank.
+Scorers: `--run` folders of `cl3mrec train` (the rows of their `eval_rows.npy`, scores `eval_scores.npy`) and
+`--text-baseline N`, a TF-IDF + logistic-regression model of the prompt's titles (`--text-fields`) fitted on N
+random train rows (`all`: the whole train split; `trainers.inference.text_baseline`), scored on every valid_small row — how much the
+text alone ranks at an LLM stage's budget. Train rows fit the text baseline; only valid rows are scored.
 """
 
 import argparse
@@ -19,6 +23,7 @@ from sklearn.linear_model import LogisticRegression
 from data_scripts.io import load_dataset_dict
 from trainers.inference.metrics import ranking_report
 from trainers.inference.scoring import load_scorer
+from trainers.inference.text_baseline import FIELDS, TextBaselineScorer
 
 
 def cross_fitted_blend(features: np.ndarray, labels: np.ndarray, users: np.ndarray, seed: int = 0) -> np.ndarray:
@@ -33,13 +38,31 @@ def cross_fitted_blend(features: np.ndarray, labels: np.ndarray, users: np.ndarr
     return blended
 
 
+def text_budget(value: str) -> int | None:
+    """`--text-baseline` value: a row count >= 2, or `all` (None)."""
+    if value == "all":
+        return None
+    if not value.isdigit() or int(value) < 2:
+        raise argparse.ArgumentTypeError(f"expected a number of train rows >= 2 or 'all', got {value!r}")
+    return int(value)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", required=True, help="imported dataset folder (cl3mrec data import-collm)")
     parser.add_argument("--cf", action="append", required=True, help="NAME=DIR of a saved CF model")
-    parser.add_argument("--run", action="append", required=True, help="a `cl3mrec train` output folder")
+    parser.add_argument("--run", action="append", default=[], help="a `cl3mrec train` output folder")
+    parser.add_argument(
+        "--text-baseline", action="append", default=[], type=text_budget, metavar="N",
+        help="a TF-IDF text baseline fitted on N random train rows ('all': the whole split); repeatable",
+    )
+    parser.add_argument(
+        "--text-fields", nargs="+", choices=FIELDS, default=list(FIELDS),
+        help="what the text baseline reads: the candidate's title and/or the history titles (default: both)",
+    )
     args = parser.parse_args()
-
+    if not args.run and not args.text_baseline:
+        parser.exit(2, "error: nothing to compare: give --run and/or --text-baseline\n")
     for run in map(Path, args.run):
         missing = [name for name in ("eval_scores.npy", "eval_rows.npy") if not (run / name).is_file()]
         if missing:
@@ -48,21 +71,34 @@ def main() -> None:
         if "=" not in item or not Path(item.split("=", 1)[1], "config.json").is_file():
             parser.exit(2, f"error: --cf {item!r}: expected NAME=DIR of a saved CF model (DIR/config.json)\n")
     try:
-        split = load_dataset_dict(args.data)["valid_small"]
+        data = load_dataset_dict(args.data)
+        split = data["valid_small"]
+        train = data["train"] if args.text_baseline else None
     except (FileNotFoundError, KeyError) as error:
         parser.exit(2, f"error: --data {args.data}: {error}\n")
-    print("| LLM run | CF model | rows | run AUC / UAUC | CF AUC / UAUC | cross-fitted blend AUC / UAUC |")
-    print("| --- | --- | --- | --- | --- | --- |")
+
+    scorers = []  # (name, rows: Dataset, scores [len(rows)])
     for run in map(Path, args.run):
         rows = split.select(np.load(run / "eval_rows.npy").tolist())
-        run_scores = np.load(run / "eval_scores.npy")
+        scorers.append((run.name, rows, np.load(run / "eval_scores.npy")))
+    for budget in args.text_baseline:
+        try:
+            baseline = TextBaselineScorer(train, fields=tuple(args.text_fields), max_rows=budget)
+        except ValueError as error:
+            parser.exit(2, f"error: --text-baseline {budget or 'all'}: {error}\n")
+        name = f"text TF-IDF, {' + '.join(args.text_fields)} ({baseline.num_train_rows:,} train rows)"
+        scorers.append((name, split, baseline.score(split)))
+
+    print("| scorer | CF model | rows | scorer AUC / UAUC | CF AUC / UAUC | cross-fitted blend AUC / UAUC |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for scorer_name, rows, scores in scorers:
         labels, users, warm = (np.asarray(rows[column]) for column in ("label", "user_id", "warm"))
         for name, cf_dir in (item.split("=", 1) for item in args.cf):
             cf_scores = load_scorer(cf_dir).score(rows)
-            blend = cross_fitted_blend(np.stack([run_scores, cf_scores], axis=1), labels, users)
-            cells = [ranking_report(users, labels, scores, warm) for scores in (run_scores, cf_scores, blend)]
+            blend = cross_fitted_blend(np.stack([scores, cf_scores], axis=1), labels, users)
+            cells = [ranking_report(users, labels, values, warm) for values in (scores, cf_scores, blend)]
             text = [f"{report['auc']:.4f} / {report['uauc']:.4f}" for report in cells]
-            print(f"| {run.name} | {name} | {len(rows):,} | {' | '.join(text)} |")
+            print(f"| {scorer_name} | {name} | {len(rows):,} | {' | '.join(text)} |")
 
 
 if __name__ == "__main__":

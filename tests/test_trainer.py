@@ -108,6 +108,9 @@ def test_training_batches_share_prefixes(workspace, tmp_path):
     trainer.data_collator.collator.min_saving = -1.0  # the synthetic rows repeat no context: share anyway
     batch = next(iter(trainer.get_train_dataloader()))
     assert batch["prefix_input_ids"].shape[0] <= batch["input_ids"].shape[0] == 8
+    parameters = trainer.model.num_parameters(exclude_embeddings=True)
+    tokens = batch["input_ids"].numel() + batch["prefix_input_ids"].numel()
+    assert trainer.floating_point_ops(batch) == 6 * tokens * parameters  # the prefixes count too
     trainer.train()
     assert trainer.state.global_step == 2
     checkpointed = stage_args(workspace, tmp_path / "gc", gradient_checkpointing=True)[-1]
