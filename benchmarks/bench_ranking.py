@@ -19,6 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import common  # noqa: E402
+from trainers.cpu_allocator import restart_with_jemalloc  # noqa: E402
 
 TEMPLATE = "collm_ml1m"
 PATHS = ("pair-by-pair", "prefix-cached")
@@ -180,4 +181,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    restart_with_jemalloc()
     sys.exit(main())

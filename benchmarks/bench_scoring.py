@@ -22,6 +22,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import common  # noqa: E402
+from trainers.cpu_allocator import restart_with_jemalloc  # noqa: E402
 
 TEMPLATE = "tallrec_ml1m"
 FULL_PATHS = ("plain-fp32", "plain-bf16", "plain-bf16-sorted", "ours-fp32", "ours-bf16", "ours-bf16-weights")
@@ -211,4 +212,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    restart_with_jemalloc()
     sys.exit(main())

@@ -32,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import common  # noqa: E402
 from benchmarks.bench_training import Setting, build_stage  # noqa: E402
+from trainers.cpu_allocator import restart_with_jemalloc  # noqa: E402
 
 TRAIN_ROWS, VALID_SMALL_ROWS = 33_891, 5_200
 PATHS = ("plain", "ours, whole prompts", "ours, shared prefixes")
@@ -195,4 +196,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    restart_with_jemalloc()
     sys.exit(main())

@@ -33,6 +33,7 @@ from typing import NamedTuple
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import common  # noqa: E402
+from trainers.cpu_allocator import restart_with_jemalloc  # noqa: E402
 from trainers.training.training_args import load_stage_config  # noqa: E402
 
 STAGE_TEMPLATES = {"lora": "tallrec_ml1m", "cie": "collm_ml1m"}
@@ -325,4 +326,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    restart_with_jemalloc()
     sys.exit(main())

@@ -1,7 +1,10 @@
 """Shared helpers of the benchmark scripts: machine facts, real ML-1M prompts, timing, subprocess workers, tables.
 
 Each benchmark runs every measured path in its own subprocess (`run_worker`), so peak memory
-(`ru_maxrss`, or `torch.cuda.max_memory_allocated` on a GPU) belongs to that path alone.
+(`ru_maxrss`, or `torch.cuda.max_memory_allocated` on a GPU) belongs to that path alone. Run as programs, the
+scripts restart once with jemalloc preloaded when it is installed, as the `cl3mrec` command does
+(`trainers.cpu_allocator`; `CL3MREC_ALLOCATOR=system` measures glibc's malloc instead); the results header names
+the allocator.
 """
 
 import datetime
@@ -20,6 +23,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
+
+from trainers.cpu_allocator import OPT_OUT_VARIABLE, allocator_in_use  # noqa: E402
 
 RESULTS_DIR = Path(os.environ.get("CL3MREC_BENCH_RESULTS_DIR", REPO / "benchmarks" / "results"))
 DEFAULT_LLM = str(REPO / "runs" / "llm" / "smollm2-135m")  # where `make run` / `make bench` fetch SmolLM2-135M
@@ -77,6 +82,7 @@ def machine_info() -> dict:
         "transformers": transformers.__version__,
         "peft": peft.__version__,
         "python": platform.python_version(),
+        "allocator": allocator_in_use(),
     }
     return info
 
@@ -160,12 +166,13 @@ def timed(function, repeats: int = 1) -> tuple[float, object]:
     return best, result
 
 
-def run_worker(script: Path, args: list[str], timeout: float = 1800) -> dict:
-    """Run `script --worker-out FILE args...` in a fresh interpreter and return the JSON it wrote."""
+def run_worker(script: Path, args: list[str], timeout: float = 1800, env: dict | None = None) -> dict:
+    """Run `script --worker-out FILE args...` in a fresh interpreter (environment `env`, default this process's) and
+    return the JSON it wrote."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "result.json"
         command = [sys.executable, str(script), "--worker-out", str(out), *args]
-        completed = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+        completed = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
         if completed.returncode != 0 or not out.exists():
             raise RuntimeError(f"worker {shlex.join(command)} failed:\n{completed.stderr[-4000:]}")
         return json.loads(out.read_text())
@@ -217,9 +224,13 @@ class Session:
         return cls(info, threads or info["cores"], load_average())
 
     def write(self, base: str, quick: bool, title: str, body: str) -> Path:
-        """Write `benchmarks/results/<base>[_quick][_threads<N>].md` (load average now = after the run)."""
+        """Write `benchmarks/results/<base>[_quick][_threads<N>][_system_malloc].md` (load average now = after the
+        run; `_system_malloc`: a run that opted out of jemalloc with `CL3MREC_ALLOCATOR=system`)."""
         loads = (self.load_before, load_average())
-        path = write_results(results_name(base, quick, self.threads), title, body, self.info, loads, sys.argv)
+        name = results_name(base, quick, self.threads)
+        if os.environ.get(OPT_OUT_VARIABLE) == "system":
+            name += "_system_malloc"
+        path = write_results(name, title, body, self.info, loads, sys.argv)
         print(f"results written to {path}")
         return path
 
@@ -234,7 +245,7 @@ def write_results(name: str, title: str, body: str, info: dict, loads: tuple[str
         f"- date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC",
         f"- command (from the repository root): `{command}`",
         f"- machine: {info['cpu']} ({info['cpu_isa']}), {info['cores']} cores, {info['ram_gib']} GiB RAM, "
-        f"GPU: {info['gpu']}",
+        f"GPU: {info['gpu']}, memory allocator: {info['allocator']}",
         f"- versions: torch {info['torch']}, transformers {info['transformers']}, peft {info['peft']}, "
         f"python {info['python']}",
         f"- load average (1/5/15 min) before: {loads[0]}; after: {loads[1]} "

@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python}
-for bench in scoring ranking training speedups; do
+for bench in scoring ranking training speedups allocator; do
     echo "== bench_${bench} $*"
     nice -n "${NICE:-5}" "$PYTHON" "benchmarks/bench_${bench}.py" "$@"
 done

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from trainers.cpu_allocator import find_jemalloc, library_dirs
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -28,10 +30,13 @@ def bench_env(tmp_path_factory, tiny_rows):
         ("bench_ranking.py", "ranking_quick", r"ranking speed-up prefix-cached vs pair-by-pair: [0-9.]+x"),
         ("bench_training.py", "training_quick", r"results written to .*training_quick\S*\.md"),
         ("bench_speedups.py", "speedups_quick", r"results written to .*speedups_quick\S*\.md"),
+        ("bench_allocator.py", "allocator_quick", r"results written to .*allocator_quick\S*\.md"),
     ],
 )
 def test_benchmark_quick_mode_runs(bench_env, tiny_llama_dir, script, results_file, last_line):
     env, data, results = bench_env
+    if script == "bench_allocator.py" and find_jemalloc(library_dirs(os.environ)) is None:
+        pytest.skip("jemalloc not installed: nothing to compare")
     command = [sys.executable, f"benchmarks/{script}", "--quick", "--llm", str(tiny_llama_dir), "--data", str(data)]
     if script == "bench_speedups.py":
         command += ["--valid-data", str(data)]
@@ -39,4 +44,4 @@ def test_benchmark_quick_mode_runs(bench_env, tiny_llama_dir, script, results_fi
     assert completed.returncode == 0, completed.stderr[-3000:]
     assert re.fullmatch(last_line, completed.stdout.strip().splitlines()[-1])
     text = next(results.glob(f"{results_file}*.md")).read_text()
-    assert "- machine:" in text and "| --- |" in text
+    assert "- machine:" in text and "memory allocator:" in text and "| --- |" in text

@@ -6,6 +6,7 @@ import importlib
 import logging
 import sys
 
+from trainers.cpu_allocator import allocator_in_use, restart_with_jemalloc
 from trainers.error_report import INTERRUPTED_STATUS, describe, exit_status
 
 # Each module exposes ``register(subparsers)``; it adds its parsers and sets ``func``.
@@ -33,9 +34,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    """Run one command; ``argv=None`` reads the process's own command line, which first restarts itself once with
+    jemalloc preloaded when it is installed (:mod:`trainers.cpu_allocator`; ``CL3MREC_ALLOCATOR=system``: off)."""
+    if argv is None:
+        restart_with_jemalloc()
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("cl3mrec").debug("memory allocator: %s", allocator_in_use())
     try:
         code = int(args.func(args) or 0)
     except KeyboardInterrupt:
