@@ -24,11 +24,11 @@ from benchmarks.bench_speedups import grouped_rows  # noqa: E402
 from benchmarks.bench_training import Setting, build_stage  # noqa: E402
 from trainers.cpu_allocator import (  # noqa: E402
     OPT_OUT_VARIABLE,
-    RESTARTED_VARIABLE,
     allocator_in_use,
     find_jemalloc,
     library_dirs,
     restart_with_jemalloc,
+    system_malloc_environment,
 )
 
 ALLOCATORS = ("system malloc", "jemalloc")
@@ -68,13 +68,10 @@ def step_seconds(args) -> list[float]:
 
 
 def worker_environment(allocator: str) -> dict[str, str]:
-    """This process's environment for a worker that runs on `allocator` (it restarts itself onto jemalloc)."""
-    environment = {key: value for key, value in os.environ.items() if key not in (RESTARTED_VARIABLE, "MALLOC_CONF")}
-    preload = [lib for lib in environment.pop("LD_PRELOAD", "").split(":") if lib and "jemalloc" not in lib]
-    if preload:
-        environment["LD_PRELOAD"] = ":".join(preload)
-    environment[OPT_OUT_VARIABLE] = "system" if allocator == "system malloc" else "jemalloc"
-    return environment
+    """This process's environment for a worker that runs on `allocator` (a jemalloc worker restarts onto it)."""
+    if allocator == "system malloc":
+        return system_malloc_environment(os.environ)
+    return {key: value for key, value in os.environ.items() if key != OPT_OUT_VARIABLE}
 
 
 def main(argv=None) -> int:

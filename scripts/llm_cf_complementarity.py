@@ -9,9 +9,10 @@ CF model, and of `a · score + b · CF logit` with (a, b) fitted by logistic reg
 evaluated on the other half, both ways (2-fold cross-fitting by user, so no row is scored by weights fitted on
 it). A blend no better than the CF model alone means the scorer adds nothing the CF model does not already rank.
 Scorers: `--run` folders of `cl3mrec train` (the rows of their `eval_rows.npy`, scores `eval_scores.npy`) and
-`--text-baseline N`, a TF-IDF + logistic-regression model of the prompt's titles (`--text-fields`) fitted on N
-random train rows (`all`: the whole train split; `trainers.inference.text_baseline`), scored on every valid_small row — how much the
-text alone ranks at an LLM stage's budget. Train rows fit the text baseline; only valid rows are scored.
+`--text-baseline N`, a TF-IDF + logistic-regression model of the prompt's titles (`--text-fields`) fitted on
+N random train rows (`all`: the whole train split; `trainers.inference.text_baseline`), scored on every valid_small
+row — how much the text alone ranks at an LLM stage's budget. Train rows fit the text baseline; only valid rows
+are scored.
 """
 
 import argparse
@@ -77,29 +78,29 @@ def main() -> None:
     except (FileNotFoundError, KeyError) as error:
         parser.exit(2, f"error: --data {args.data}: {error}\n")
 
-    scorers = []  # (name, rows: Dataset, scores [len(rows)])
+    scorers = []  # (name, row indices into valid_small, scores [len(indices)])
     for run in map(Path, args.run):
-        rows = split.select(np.load(run / "eval_rows.npy").tolist())
-        scorers.append((run.name, rows, np.load(run / "eval_scores.npy")))
+        scorers.append((run.name, np.load(run / "eval_rows.npy"), np.load(run / "eval_scores.npy")))
     for budget in args.text_baseline:
         try:
             baseline = TextBaselineScorer(train, fields=tuple(args.text_fields), max_rows=budget)
         except ValueError as error:
             parser.exit(2, f"error: --text-baseline {budget or 'all'}: {error}\n")
         name = f"text TF-IDF, {' + '.join(args.text_fields)} ({baseline.num_train_rows:,} train rows)"
-        scorers.append((name, split, baseline.score(split)))
+        scorers.append((name, np.arange(len(split)), baseline.score(split)))
 
+    # Each CF model scores valid_small once; every scorer reads its rows from that.
+    cf_scores = {name: load_scorer(cf_dir).score(split) for name, cf_dir in (item.split("=", 1) for item in args.cf)}
+    columns = {column: np.asarray(split[column]) for column in ("label", "user_id", "warm")}
     print("| scorer | CF model | rows | scorer AUC / UAUC | CF AUC / UAUC | cross-fitted blend AUC / UAUC |")
     print("| --- | --- | --- | --- | --- | --- |")
     for scorer_name, rows, scores in scorers:
-        labels, users, warm = (np.asarray(rows[column]) for column in ("label", "user_id", "warm"))
-        for name, cf_dir in (item.split("=", 1) for item in args.cf):
-            cf_scores = load_scorer(cf_dir).score(rows)
-            blend = cross_fitted_blend(np.stack([scores, cf_scores], axis=1), labels, users)
-            cells = [ranking_report(users, labels, values, warm) for values in (scores, cf_scores, blend)]
+        labels, users, warm = (columns[column][rows] for column in ("label", "user_id", "warm"))
+        for name, all_cf in cf_scores.items():
+            blend = cross_fitted_blend(np.stack([scores, all_cf[rows]], axis=1), labels, users)
+            cells = [ranking_report(users, labels, values, warm) for values in (scores, all_cf[rows], blend)]
             text = [f"{report['auc']:.4f} / {report['uauc']:.4f}" for report in cells]
             print(f"| {scorer_name} | {name} | {len(rows):,} | {' | '.join(text)} |")
-
 
 if __name__ == "__main__":
     main()

@@ -6,7 +6,14 @@ import sys
 
 import pytest
 
-from trainers.cpu_allocator import MALLOC_CONF, RESTARTED_VARIABLE, find_jemalloc, jemalloc_environment, library_dirs
+from trainers.cpu_allocator import (
+    MALLOC_CONF,
+    RESTARTED_VARIABLE,
+    find_jemalloc,
+    jemalloc_environment,
+    library_dirs,
+    system_malloc_environment,
+)
 
 
 @pytest.fixture
@@ -36,6 +43,16 @@ def test_restart_environment_preloads_jemalloc_before_other_libraries(fake_prefi
 )
 def test_no_restart_when_opted_out_done_already_or_not_linux(fake_prefix, extra, platform):
     assert jemalloc_environment({"CONDA_PREFIX": str(fake_prefix), **extra}, platform) is None
+
+
+def test_system_malloc_environment_undoes_a_restart(fake_prefix):
+    restarted = jemalloc_environment({"CONDA_PREFIX": str(fake_prefix), "LD_PRELOAD": "libother.so", "A": "1"}, "linux")
+    environment = system_malloc_environment(restarted)
+    kept = {"CONDA_PREFIX": str(fake_prefix), "LD_PRELOAD": "libother.so", "A": "1"}
+    assert environment == {**kept, "CL3MREC_ALLOCATOR": "system"}
+    assert jemalloc_environment(environment, "linux") is None
+    own_conf = system_malloc_environment({"LD_PRELOAD": "/l/libjemalloc.so.2", "MALLOC_CONF": "narenas:1"})
+    assert own_conf == {"MALLOC_CONF": "narenas:1", "CL3MREC_ALLOCATOR": "system"}  # a user's own setting stays
 
 
 def test_library_search(fake_prefix, tmp_path_factory):

@@ -47,7 +47,7 @@ def jemalloc_environment(environ: Mapping[str, str], platform: str = sys.platfor
     not Linux, opted out, restarted already, jemalloc already preloaded, or not installed."""
     if not platform.startswith("linux") or environ.get(OPT_OUT_VARIABLE) == "system":
         return None
-    if environ.get(RESTARTED_VARIABLE) or "jemalloc" in environ.get("LD_PRELOAD", ""):
+    if environ.get(RESTARTED_VARIABLE) or allocator_in_use(environ) == "jemalloc":
         return None
     library = find_jemalloc(library_dirs(environ))
     if library is None:
@@ -70,3 +70,15 @@ def restart_with_jemalloc() -> None:
 def allocator_in_use(environ: Mapping[str, str] = os.environ) -> str:
     """``"jemalloc"`` when this process runs with jemalloc preloaded, else ``"system malloc"``."""
     return "jemalloc" if "jemalloc" in environ.get("LD_PRELOAD", "") else "system malloc"
+
+
+def system_malloc_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    """``environ`` for a child process that must run on glibc's malloc: jemalloc taken out of ``LD_PRELOAD`` (with
+    the settings a restart added) and the opt-out set, so that it does not restart onto jemalloc either."""
+    environment = {key: value for key, value in environ.items() if key not in (RESTARTED_VARIABLE, "LD_PRELOAD")}
+    if environ.get("MALLOC_CONF") == MALLOC_CONF:
+        del environment["MALLOC_CONF"]
+    preload = [library for library in environ.get("LD_PRELOAD", "").split(":") if library and "jemalloc" not in library]
+    if preload:
+        environment["LD_PRELOAD"] = ":".join(preload)
+    return {**environment, OPT_OUT_VARIABLE: "system"}

@@ -65,8 +65,9 @@ class CL3MRecScorer:
         self.use_bf16 = use_bf16
         self.show_progress = show_progress
         self.share_prefix = share_prefix
-        self._decoder_config = unwrap_peft(model).get_decoder().config
-        self.collator = CL3MRecCollator(processor, unwrap_peft(model).shared_prefix_parts if share_prefix else None)
+        base_model = unwrap_peft(model)
+        self._decoder_config = base_model.get_decoder().config
+        self.collator = CL3MRecCollator(processor, base_model.shared_prefix_parts if share_prefix else None)
         self.last_rows_per_second = None
 
     @classmethod

@@ -61,18 +61,22 @@ class CL3MRecCollator:
         self.prefix_parts = prefix_parts
         self.min_saving = min_saving
 
+    def _shared_split(self, features: list[dict]):
+        """`CL3MRecProcessor.split_shared_prefix` of the batch when it is to be shared, else None."""
+        if self.prefix_parts is None:
+            return None
+        try:
+            split = prefixes, suffixes, _ = self.processor.split_shared_prefix(features, self.prefix_parts)
+        except ValueError:
+            return None
+        shared = len(prefixes) * max(map(len, prefixes)) + len(suffixes) * max(map(len, suffixes))
+        whole = len(features) * max(len(feature["input_ids"]) for feature in features)
+        return split if shared <= (1 - self.min_saving) * whole else None
+
     def _pad(self, features: list[dict]) -> dict[str, torch.Tensor]:
-        if self.prefix_parts is not None:
-            try:
-                split = self.processor.split_shared_prefix(features, self.prefix_parts)
-            except ValueError:
-                split = None
-            if split is not None:
-                prefixes, suffixes, _ = split
-                shared = len(prefixes) * max(map(len, prefixes)) + len(suffixes) * max(map(len, suffixes))
-                whole = len(features) * max(len(feature["input_ids"]) for feature in features)
-                if shared <= (1 - self.min_saving) * whole:
-                    return dict(self.processor.pad_shared_prefix(features, split=split))
+        split = self._shared_split(features)
+        if split is not None:
+            return dict(self.processor.pad_shared_prefix(features, split=split))
         return dict(self.processor.pad(features, padding_side="left"))  # the model reads position -1
 
     def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:

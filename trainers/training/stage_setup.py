@@ -16,9 +16,9 @@ from data_scripts.io import load_dataset_dict, read_stats
 from modeling_cl3mrec import CL3MRecProcessor
 from modeling_cl3mrec.processing_cl3mrec import template_uses_ids
 
-from .contrastive import TextViews, user_text_table
 from ..llm_loading import unwrap_peft
 from ..prompt_templates import load_template
+from .contrastive import TextViews, user_text_table
 from .prompt_dataset import CL3MRecCollator, tokenize_dataset
 from .stage_model import build_stage_model
 from .stages import apply_stage, check_stage_settings

@@ -204,12 +204,12 @@ class CL3MRecTrainer(Trainer):
         return (loss, outputs) if return_outputs else loss
 
     def floating_point_ops(self, inputs: dict) -> int:
-        """``6 · tokens · non-embedding parameters`` of a training step, counting each shared prompt prefix of a
-        shared batch once beside the suffixes (the base class reads only ``input_ids``: the suffixes there)."""
-        tokens = inputs["input_ids"].numel()
+        """The base class's count, plus each shared prompt prefix of a shared batch once (the base class reads only
+        ``input_ids``: the suffixes there)."""
+        flos = super().floating_point_ops(inputs)
         if inputs.get("prefix_input_ids") is not None:
-            tokens += inputs["prefix_input_ids"].numel()
-        return 6 * tokens * self.model.num_parameters(exclude_embeddings=True)
+            flos += super().floating_point_ops({"input_ids": inputs["prefix_input_ids"]})
+        return flos
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         """Return ``(loss, scores [B], targets [B, 3] = (label, user_id, warm))`` — only the score is kept."""
