@@ -14,7 +14,7 @@ from .configuration_cf import CFRecConfig
 
 ANSWER_SCORES = ("yes", "yes_minus_no")
 CF_FEATURES = ("embedding", "embedding_bias")
-SCORE_FUSIONS = ("none", "residual")
+SCORE_FUSIONS = ("none", "residual", "weighted")
 
 
 class CL3MRecConfig(PretrainedConfig):
@@ -38,8 +38,10 @@ class CL3MRecConfig(PretrainedConfig):
             entity. `"embedding"` is CoLLM's bias-free CF embedding `[d]`; `"embedding_bias"` appends the entity's
             bias term of the CF score (global + user bias for users, item bias for items) → `[d + 1]`, so the bias
             part of what the CF model knows reaches the LLM too (needs `cf_config.use_bias`).
-        score_fusion (`"none"` or `"residual"`, defaults to `"none"`): `"residual"` adds the CF model's own logit to
-            the answer score, `score = answer logit + w · CF logit`, with a learned scalar `w` (initialised to 1);
+        score_fusion (`"none"`, `"residual"` or `"weighted"`, defaults to `"none"`): `"residual"` adds the CF model's
+            own logit to the answer score, `score = answer logit + w · CF logit`, with a learned scalar `w`
+            (initialised to 1); `"weighted"` also learns the answer's weight, `score = a · answer logit + w · CF
+            logit` (`a` initialised to 1), so training can turn down an answer that only adds noise to the CF score;
             `"none"` is the paper recipe (the LLM's answer alone).
         alignment_dim (`int`, defaults to 0): width of the CLIP-style alignment heads that map the projected CF view
             and the LLM's text view of an entity into one space for the contrastive loss; 0 = no heads (the

@@ -60,14 +60,14 @@ class CL3MRecOutput(ModelOutput):
     Args:
         loss: BCE-with-logits of `logits` against `labels` (only when labels are given).
         logits `[B]`: the recommendation score ("Yes" logit, or "Yes" − "No" per `config.answer_score`; plus
-            `w · cf_logits` with `config.score_fusion="residual"`).
+            fused with `cf_logits` under a `config.score_fusion`: see :class:`CL3MRecScoreFusion`).
         yes_logits / no_logits `[B]`: the two answer logits at the last prompt position.
         answer_hidden_states `[B, H]`: the decoder's (final-normed) hidden state at the last position.
         user_embeds / item_embeds `[B, H]`: projected CF embeddings (first token of each entity); None when
             the batch has no CF ids.
         cf_user_embeds / cf_item_embeds `[B, f]`: what the projector read: the CF embeddings (`f = d`), with the
             entity's bias term appended under `config.cf_features="embedding_bias"` (`f = d + 1`).
-        cf_logits `[B]`: the CF model's own logit (only with `config.score_fusion="residual"`).
+        cf_logits `[B]`: the CF model's own logit (only with a `config.score_fusion`).
     """
 
     loss: torch.FloatTensor | None = None
@@ -85,6 +85,20 @@ class CL3MRecOutput(ModelOutput):
 def cf_feature_size(config: CL3MRecConfig) -> int:
     """Width f of what the projector reads per entity: d, or d + 1 with `cf_features="embedding_bias"`."""
     return config.cf_config.hidden_size + (1 if config.cf_features == "embedding_bias" else 0)
+
+
+def entity_features(
+    encoder, user_ids, item_ids, history_item_ids, cf_features: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """What a projector reads for each row's user and item, `(users [B, f], items [B, f])`, from `encoder` (a
+    `CollaborativeEncoder`): its embeddings `[B, d]`, with the bias term of each entity in the CF score appended
+    under `cf_features="embedding_bias"` (f = d + 1)."""
+    cf_user, cf_item = encoder.encode(user_ids, item_ids, history_item_ids)  # [B, d] each
+    if cf_features != "embedding_bias":
+        return cf_user, cf_item
+    user_bias = encoder.user_bias_term(user_ids).unsqueeze(-1).to(cf_user.dtype)  # [B, 1]
+    item_bias = encoder.item_bias_term(item_ids).unsqueeze(-1).to(cf_item.dtype)  # [B, 1]
+    return torch.cat([cf_user, user_bias], dim=-1), torch.cat([cf_item, item_bias], dim=-1)
 
 
 class CL3MRecProjector(nn.Module):
@@ -109,17 +123,28 @@ class CL3MRecProjector(nn.Module):
 
 
 class CL3MRecScoreFusion(nn.Module):
-    """Residual fusion of the two scorers: `score = answer logit + w · CF logit`, `w` a learned scalar (init 1).
+    """Fusion of the two scorers: `score = answer logit + w · CF logit` (`config.score_fusion="residual"`), or
+    `a · answer logit + w · CF logit` (`"weighted"`); `w` (`weight`) and `a` (`answer_weight`) are learned scalars
+    initialised to 1.
 
     Shape:
         answer_logits `[B]`, cf_logits `[B]` → `[B]`.
     """
 
-    def __init__(self):
+    def __init__(self, weighted: bool = False):
+        """`weighted`: learn the answer's weight `a` too (`config.score_fusion="weighted"`)."""
         super().__init__()
         self.weight = nn.Parameter(torch.ones(1))
+        self.answer_weight = nn.Parameter(torch.ones(1)) if weighted else None
+
+    @classmethod
+    def from_config(cls, config: CL3MRecConfig) -> "CL3MRecScoreFusion | None":
+        """The fusion `config.score_fusion` asks for (None for `"none"`)."""
+        return None if config.score_fusion == "none" else cls(weighted=config.score_fusion == "weighted")
 
     def forward(self, answer_logits: torch.Tensor, cf_logits: torch.Tensor) -> torch.Tensor:
+        if self.answer_weight is not None:
+            answer_logits = self.answer_weight * answer_logits
         return answer_logits + self.weight * cf_logits.to(answer_logits.dtype)
 
 
@@ -179,7 +204,9 @@ class CL3MRecPreTrainedModel(PreTrainedModel):
                 init.normal_(linear.weight, mean=0.0, std=std)
                 init.zeros_(linear.bias)
         elif isinstance(module, CL3MRecScoreFusion):
-            init.ones_(module.weight)
+            for weight in (module.weight, module.answer_weight):
+                if weight is not None:
+                    init.ones_(weight)
         elif isinstance(module, CL3MRecAlignmentHeads):
             for linear in (module.cf_head, module.text_head):
                 init.normal_(linear.weight, mean=0.0, std=linear.in_features**-0.5)
@@ -192,7 +219,7 @@ class CL3MRecModel(CL3MRecPreTrainedModel):
         language_model: `AutoModelForCausalLM.from_config(config.text_config)`.
         cf_encoder: `build_collaborative_encoder(config.cf_config)` (None for a text-only model).
         projector: [`CL3MRecProjector`] (None for a text-only model).
-        score_fusion: [`CL3MRecScoreFusion`] with `config.score_fusion="residual"`, else None.
+        score_fusion: [`CL3MRecScoreFusion`] with `config.score_fusion` `"residual"` / `"weighted"`, else None.
         alignment_heads: [`CL3MRecAlignmentHeads`] with `config.alignment_dim > 0`, else None.
     """
 
@@ -209,7 +236,7 @@ class CL3MRecModel(CL3MRecPreTrainedModel):
         else:
             self.cf_encoder = None
             self.projector = None
-        self.score_fusion = CL3MRecScoreFusion() if config.score_fusion == "residual" else None
+        self.score_fusion = CL3MRecScoreFusion.from_config(config)
         self.alignment_heads = CL3MRecAlignmentHeads(config) if config.alignment_dim > 0 else None
         self.post_init()
 
@@ -242,14 +269,9 @@ class CL3MRecModel(CL3MRecPreTrainedModel):
             )
 
     def cf_features(self, user_ids, item_ids, history_item_ids) -> tuple[torch.Tensor, torch.Tensor]:
-        """What the projector reads for each row's user and item: `(users [B, f], items [B, f])`: the CF embeddings,
-        with the bias terms of the CF score appended under `cf_features="embedding_bias"`."""
-        cf_user, cf_item = self.cf_encoder.encode(user_ids, item_ids, history_item_ids)  # [B, d] each
-        if self.config.cf_features != "embedding_bias":
-            return cf_user, cf_item
-        user_bias = self.cf_encoder.user_bias_term(user_ids).unsqueeze(-1).to(cf_user.dtype)  # [B, 1]
-        item_bias = self.cf_encoder.item_bias_term(item_ids).unsqueeze(-1).to(cf_item.dtype)  # [B, 1]
-        return torch.cat([cf_user, user_bias], dim=-1), torch.cat([cf_item, item_bias], dim=-1)
+        """What the projector reads for each row's user and item: `(users [B, f], items [B, f])`
+        (:func:`entity_features` of the model's CF encoder)."""
+        return entity_features(self.cf_encoder, user_ids, item_ids, history_item_ids, self.config.cf_features)
 
     def item_features(self, item_ids: torch.LongTensor) -> torch.Tensor:
         """What the projector reads for items of any shape `[...]` → `[..., f]` (history items, item tables)."""
@@ -258,7 +280,7 @@ class CL3MRecModel(CL3MRecPreTrainedModel):
             return embeds
         return torch.cat([embeds, self.cf_encoder.item_bias_term(item_ids).unsqueeze(-1).to(embeds.dtype)], dim=-1)
 
-    def embed_inputs(self, input_ids, user_ids, item_ids, history_item_ids, parts=PROMPT_PARTS):
+    def embed_inputs(self, input_ids, user_ids, item_ids, history_item_ids, parts=PROMPT_PARTS, precomputed=None):
         """Token embeddings `[B, T, H]` with CF placeholders filled; also returns the CF outputs (a dict, per row).
 
         Public so that callers which run the decoder themselves (prefix-cached ranking) fill placeholders
@@ -268,21 +290,30 @@ class CL3MRecModel(CL3MRecPreTrainedModel):
             parts: the placeholder kinds `input_ids` holds, each `tokens_per_entity` times per row (history: per
                 kept history item): all of them for a whole prompt; a shared prompt prefix holds the user context
                 (`("user", "history")`), its suffix the candidate (`("item",)`). Kinds not listed must be absent.
+            precomputed: the rows' CF features and logits computed elsewhere (see `forward`), or None.
         """
-        cf = self._cf_inputs(input_ids, user_ids, item_ids, history_item_ids)
+        cf = self._cf_inputs(input_ids, user_ids, item_ids, history_item_ids, precomputed)
         return self._fill_placeholders(input_ids, cf, parts), self._cf_outputs(cf)
 
-    def _cf_inputs(self, input_ids, user_ids, item_ids, history_item_ids) -> dict | None:
+    def _cf_inputs(self, input_ids, user_ids, item_ids, history_item_ids, precomputed=None) -> dict | None:
         """What fills the placeholders of each row (None without CF ids): projected `user` / `item` tokens
         `[B, k, H]`, `history` tokens `[B, L, k, H]` (with `use_history_embeddings`) and the `kept` history slots
-        `[B, L]`, plus the CF features and logits of :class:`CL3MRecOutput`. The CF encoder runs once per row."""
+        `[B, L]`, plus the CF features and logits of :class:`CL3MRecOutput`. The CF encoder runs once per row, or
+        not at all for the user / item features and logits in `precomputed` (`{"cf_user": [B, f], "cf_item": [B, f],
+        "cf_logits": [B] or None}`)."""
         if user_ids is None or item_ids is None:
             return None
         if self.cf_encoder is None:
             raise ValueError("user_ids / item_ids were given but this CL3MRecModel has no cf_config (text-only)")
         if history_item_ids is None:
             history_item_ids = user_ids.new_zeros(input_ids.shape[0], 1)
-        cf_user, cf_item = self.cf_features(user_ids, item_ids, history_item_ids)  # [B, f] each
+        if precomputed is not None:
+            cf_user, cf_item, cf_logits = precomputed["cf_user"], precomputed["cf_item"], precomputed["cf_logits"]
+        else:
+            cf_user, cf_item = self.cf_features(user_ids, item_ids, history_item_ids)  # [B, f] each
+            cf_logits = None
+            if self.score_fusion is not None:
+                cf_logits = self.cf_encoder.score(user_ids, item_ids, history_item_ids)  # [B]
         history_tokens = None
         if self.config.use_history_embeddings:  # left-padded with 0: order of kept ids = prompt order
             history_tokens = self.projector(self.item_features(history_item_ids))  # [B, L, k, H]
@@ -293,9 +324,7 @@ class CL3MRecModel(CL3MRecPreTrainedModel):
             "kept": history_item_ids != 0,
             "cf_user": cf_user,
             "cf_item": cf_item,
-            "cf_logits": (
-                self.cf_encoder.score(user_ids, item_ids, history_item_ids) if self.score_fusion is not None else None
-            ),
+            "cf_logits": cf_logits,
         }
 
     @staticmethod
@@ -406,7 +435,8 @@ class CL3MRecModel(CL3MRecPreTrainedModel):
 
         Args:
             cf_logits `[B]`: the CF model's logits (`cf_outputs["cf_logits"]` of :meth:`embed_inputs`); required
-                with `config.score_fusion="residual"`, which adds `w · cf_logits` to the score.
+                with a `config.score_fusion` (`"residual"`: the score adds `w · cf_logits`; `"weighted"`: it is
+                `a · answer + w · cf_logits`).
 
         Returns `(logits [B], yes_logits [B], no_logits [B] or None)` in float32; `logits` follows
         `config.answer_score` (and the fusion).
@@ -422,7 +452,8 @@ class CL3MRecModel(CL3MRecPreTrainedModel):
         logits = yes_logits - no_logits if self.config.answer_score == "yes_minus_no" else yes_logits
         if self.score_fusion is not None:
             if cf_logits is None:
-                raise ValueError("config.score_fusion='residual' needs the CF logits (user_ids / item_ids not given?)")
+                fusion = self.config.score_fusion
+                raise ValueError(f"config.score_fusion={fusion!r} needs the CF logits (user_ids / item_ids not given?)")
             logits = self.score_fusion(logits, cf_logits.float())
         return logits, yes_logits, (None if self.config.no_token_id is None else no_logits)
 
@@ -438,6 +469,9 @@ class CL3MRecModel(CL3MRecPreTrainedModel):
         prefix_input_ids: torch.LongTensor | None = None,
         prefix_attention_mask: torch.Tensor | None = None,
         prefix_index: torch.LongTensor | None = None,
+        cf_user_features: torch.FloatTensor | None = None,
+        cf_item_features: torch.FloatTensor | None = None,
+        cf_logits: torch.FloatTensor | None = None,
         **kwargs,
     ) -> CL3MRecOutput:
         """Score prompts, given whole (left-padded) or as shared prefixes + per-row suffixes.
@@ -458,17 +492,23 @@ class CL3MRecModel(CL3MRecPreTrainedModel):
                 row continues. Each prefix runs through the decoder once; its key/value cache is gathered for its
                 rows (gradients flow back through the gather), and only the suffixes run per row. Same scores as
                 the whole prompts.
+            cf_user_features / cf_item_features `[B, f]`, cf_logits `[B]`: what the CF encoder would give each row
+                (:meth:`cf_features`, its score), computed elsewhere: the cross-fitted training inputs of
+                `trainers.training.cross_fitting`, from CF models that never saw the row. Given (the features together,
+                the logits needed with a `score_fusion` only), they replace the encoder's; the ids still
+                count the placeholders.
         """
+        precomputed = self._precomputed_cf(cf_user_features, cf_item_features, cf_logits)
         if prefix_input_ids is None:
             answer_hidden, cf_outputs = self._whole_prompt_states(
-                input_ids, attention_mask, user_ids, item_ids, history_item_ids, frozen_prefix, **kwargs
+                input_ids, attention_mask, user_ids, item_ids, history_item_ids, frozen_prefix, precomputed, **kwargs
             )
         else:
             if prefix_index is None:
                 raise ValueError("prefix_input_ids needs prefix_index (the prefix of each row)")
             answer_hidden, cf_outputs = self._shared_prefix_states(
                 prefix_input_ids, prefix_attention_mask, prefix_index, input_ids, attention_mask,
-                user_ids, item_ids, history_item_ids, frozen_prefix, **kwargs,
+                user_ids, item_ids, history_item_ids, frozen_prefix, precomputed, **kwargs,
             )  # fmt: skip
         logits, yes_logits, no_logits = self.answer_logits(answer_hidden, cf_outputs["cf_logits"])
 
@@ -484,9 +524,34 @@ class CL3MRecModel(CL3MRecPreTrainedModel):
             **cf_outputs,
         )
 
-    def _whole_prompt_states(self, input_ids, attention_mask, user_ids, item_ids, history_item_ids, frozen_prefix, **kwargs):
+    def _precomputed_cf(self, cf_user_features, cf_item_features, cf_logits) -> dict | None:
+        """`forward`'s precomputed CF inputs as `_cf_inputs` takes them (None when none are given)."""
+        if cf_user_features is None and cf_item_features is None and cf_logits is None:
+            return None
+        if self.projector is None:
+            raise ValueError("precomputed CF inputs were given but this CL3MRecModel has no cf_config (text-only)")
+        if cf_user_features is None or cf_item_features is None:
+            raise ValueError("precomputed CF inputs need both cf_user_features and cf_item_features")
+        if cf_logits is None and self.score_fusion is not None:
+            raise ValueError(f"precomputed CF inputs need cf_logits with config.score_fusion={self.config.score_fusion!r}")
+        width = cf_feature_size(self.config)
+        for name, value in (("cf_user_features", cf_user_features), ("cf_item_features", cf_item_features)):
+            if value.shape[-1] != width:
+                raise ValueError(f"{name} has width {value.shape[-1]}, the projector reads {width}")
+        dtype = self.projector.linear_1.weight.dtype
+        return {
+            "cf_user": cf_user_features.to(dtype),
+            "cf_item": cf_item_features.to(dtype),
+            "cf_logits": None if self.score_fusion is None else cf_logits,
+        }
+
+    def _whole_prompt_states(
+        self, input_ids, attention_mask, user_ids, item_ids, history_item_ids, frozen_prefix, precomputed, **kwargs
+    ):
         """Answer-position hidden states `[B, H]` of left-padded whole prompts, and the CF outputs."""
-        inputs_embeds, cf_outputs = self.embed_inputs(input_ids, user_ids, item_ids, history_item_ids)
+        inputs_embeds, cf_outputs = self.embed_inputs(
+            input_ids, user_ids, item_ids, history_item_ids, precomputed=precomputed
+        )
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         # Positions count real tokens only, so a prompt's score does not depend on its padding.
@@ -507,7 +572,7 @@ class CL3MRecModel(CL3MRecPreTrainedModel):
 
     def _shared_prefix_states(
         self, prefix_input_ids, prefix_attention_mask, prefix_index, input_ids, attention_mask,
-        user_ids, item_ids, history_item_ids, frozen_prefix, **kwargs,
+        user_ids, item_ids, history_item_ids, frozen_prefix, precomputed, **kwargs,
     ):  # fmt: skip
         """Answer-position hidden states `[B, H]` of rows given as shared prefixes `[G, P]` (left-padded) + suffixes
         `[B, S]` (right-padded), and the CF outputs (per row)."""
@@ -519,7 +584,7 @@ class CL3MRecModel(CL3MRecPreTrainedModel):
         first = torch.full((groups,), rows.numel(), device=rows.device).scatter_reduce(0, prefix_index, rows, "amin")
         if int(first.max()) >= rows.numel():
             raise ValueError(f"prefix_index leaves some of the {groups} prefixes without a row")
-        cf = self._cf_inputs(input_ids, user_ids, item_ids, history_item_ids)  # the CF encoder runs once per row
+        cf = self._cf_inputs(input_ids, user_ids, item_ids, history_item_ids, precomputed)  # CF encoder: once per row
         prefix_parts = self.shared_prefix_parts
         prefix_embeds = self._fill_placeholders(prefix_input_ids, cf, prefix_parts, rows=first)  # [G, P, H]
         suffix_parts = tuple(part for part in PROMPT_PARTS if part not in prefix_parts)

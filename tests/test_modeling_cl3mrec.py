@@ -184,6 +184,20 @@ def test_residual_fusion_adds_the_weighted_cf_logit(make_cl3mrec, tiny_rows):
         fused.answer_logits(hidden)
 
 
+def test_weighted_fusion_also_weighs_the_answer(make_cl3mrec, tiny_rows):
+    plain, tokenizer = make_cl3mrec("llama", "mf", seed=3)
+    fused, _ = make_cl3mrec("llama", "mf", seed=3, score_fusion="weighted")
+    assert fused.score_fusion.answer_weight.item() == fused.score_fusion.weight.item() == 1.0
+    with torch.no_grad():
+        fused.score_fusion.weight.fill_(0.5)
+        fused.score_fusion.answer_weight.fill_(0.25)
+    batch = _batch(plain, tokenizer, tiny_rows)
+    cf_logits = fused.cf_encoder.score(batch["user_ids"], batch["item_ids"], batch["history_item_ids"])
+    out = fused(**batch)
+    torch.testing.assert_close(out.logits, 0.25 * plain(**batch).logits + 0.5 * cf_logits)
+    torch.testing.assert_close(out.yes_logits, plain(**batch).yes_logits)
+
+
 @pytest.mark.parametrize("arch", ["llama", "qwen2"])
 def test_frozen_prefix_is_the_same_function(make_cl3mrec, tiny_rows, arch):
     """Stage cie's shortcut (prompt columns before the first placeholder run without a graph into a KV cache): same

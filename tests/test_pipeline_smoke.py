@@ -42,6 +42,7 @@ def test_smoke_pipeline_runs_every_stage_and_reloads_identically(tmp_path, capsy
     lora, cie = summary["stage_recipe"]
     assert (lora["stage"], lora["train_rows"], lora["epochs"]) == ("lora", 256, 1.0) and "contrastive_weight" not in lora
     assert (cie["stage"], cie["contrastive_weight"], cie["contrastive_temperature"]) == ("cie", 0.5, 0.1)
+    assert [stage["cf_cross_fit_folds"] for stage in summary["hyperparameters"]] == [0, 3]
     assert summary["dataset_name"].startswith("synthetic")
     card = (merged / "README.md").read_text()
     assert "MovieLens" not in card and "base_model" not in card.split("---")[1]  # local tiny LLM: no Hub id

@@ -1,5 +1,7 @@
 """Staged freezing rules (trainers.training.stages) and argument validation (trainers.training.training_args)."""
 
+from pathlib import Path
+
 import pytest
 import torch
 from torch import nn
@@ -13,6 +15,8 @@ from trainers.training.stages import (
     trainable_parameter_names,
 )
 from trainers.training.training_args import CL3MRecTrainingArguments, parse_config
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 class FakePeftModel(nn.Module):
@@ -205,3 +209,12 @@ def test_use_cpu_defaults_to_the_cpu_only_without_a_gpu(monkeypatch, cuda, given
         monkeypatch.setattr(TrainingArguments, "__post_init__", lambda self: None)
     args = CL3MRecTrainingArguments(output_dir="o", **({} if given is None else {"use_cpu": given}))
     assert args.use_cpu is expected
+
+
+@pytest.mark.parametrize("config", sorted((ROOT / "configs" / "ml1m").glob("*.yaml")), ids=lambda path: path.stem)
+def test_every_ml1m_stage_config_parses(config, tmp_path):
+    """Every shipped ML-1M stage file (with its bases) is a valid stage: known keys, values the dataclasses accept."""
+    model_args, data_args, args = parse_config(config, {"output_dir": str(tmp_path), "use_cpu": True})
+    assert args.stage in ("lora", "cie") and model_args.template and data_args.eval_split == "valid_small"
+    if "crossfit" in config.stem:
+        assert args.cf_cross_fit_folds == 5 and args.stage == "cie"

@@ -317,3 +317,25 @@ def test_fusion_weight_trains_in_its_own_optimizer_group(workspace, tmp_path):
     report = trainer.alignment_report()
     assert set(report) == {"align_item_recall@10", "align_item_recall@10_chance", "align_items"}
     assert 0 < report["align_item_recall@10_chance"] <= 1
+
+
+def test_cross_fitted_cie_trains_on_inputs_of_cf_models_that_did_not_see_the_rows(workspace, tmp_path):
+    """cf_cross_fit_folds through the real Trainer: train rows carry the fold models' features and logits (not the
+    full model's), the model trains on them and logs its fusion weights (a weighted fusion: both in the fusion's
+    optimizer group); evaluation reads the full-train CF model."""
+    overrides = {"cf_features": "embedding_bias", "score_fusion": "weighted", "cf_cross_fit_folds": 2}
+    setup = build_stage(*stage_args(workspace, tmp_path / "crossfit", max_steps=2, contrastive_weight=0.0, **overrides))
+    trainer = setup.trainer
+    assert {"cf_user_features", "cf_item_features", "cf_logit"} <= set(trainer.train_dataset.column_names)
+    assert "cf_logit" not in trainer.eval_dataset.column_names
+    batch = next(iter(trainer.get_train_dataloader()))
+    base = trainer.model.get_base_model()
+    with torch.no_grad():
+        full = base.cf_encoder.score(batch["user_ids"], batch["item_ids"], batch["history_item_ids"])
+    assert batch["cf_logits"].shape == full.shape and not torch.allclose(batch["cf_logits"], full, atol=1e-3)
+    fusion_group = [group for group in trainer.create_optimizer().param_groups if group["lr"] == 0.02]
+    assert [param.numel() for param in fusion_group[0]["params"]] == [1, 1]
+    trainer.train()
+    assert {"fusion/weight", "fusion/answer_weight"} <= logged_keys(trainer)
+    metrics = trainer.evaluate()
+    assert 0.0 <= metrics["eval_auc"] <= 1.0 and "eval_fusion/weight" in metrics

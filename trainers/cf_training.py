@@ -231,6 +231,7 @@ def train_cf_model(
         "best_epoch": best_epoch,
         "train_seconds": round(time.perf_counter() - start, 2),
         "selection_split": train_args["selection_split"],
+        "train_args": train_args,
         "history": history,
     }
     for name in REPORT_SPLITS:

@@ -114,7 +114,7 @@ def build_cl3mrec(
     if config.use_cf:
         model.cf_encoder = cf_model.encoder if cf_model is not None else build_collaborative_encoder(cf_config)
         model.projector = CL3MRecProjector(config)
-        model.score_fusion = CL3MRecScoreFusion() if config.score_fusion == "residual" else None
+        model.score_fusion = CL3MRecScoreFusion.from_config(config)
         model.alignment_heads = CL3MRecAlignmentHeads(config) if config.alignment_dim > 0 else None
         for fresh in (model.projector, model.score_fusion, model.alignment_heads):
             if fresh is not None:

@@ -47,7 +47,7 @@ def train_command(args: argparse.Namespace) -> int:
         data, model_fields.get("max_history", DEFAULT_MAX_HISTORY), allow_pickle=args.allow_pickle
     )
     model, summary = train_cf_model(model_fields, train_args, splits, num_users, num_items, seed)
-    summary.update(config_file=str(args.config), data=str(data), train_args=train_args)
+    summary.update(config_file=str(args.config), data=str(data))
     save_run(model, summary, out)
     logger.info("saved %s model to %s (best epoch %d)", model_fields["encoder_type"], out, summary["best_epoch"])
     json.dump({"out": str(out), "train_seconds": summary["train_seconds"], **_headline(summary)}, sys.stdout)

@@ -7,14 +7,17 @@ import torch
 
 from modeling_cl3mrec import CL3MRecProcessor
 
-KEPT_COLUMNS = ("input_ids", "user_id", "item_id", "history_item_ids", "label", "warm", "length")
+from .cross_fitting import CROSS_FIT_COLUMNS
+
+KEPT_COLUMNS = ("input_ids", "user_id", "item_id", "history_item_ids", "label", "warm", "length", *CROSS_FIT_COLUMNS)
 
 
 def tokenize_dataset(dataset, processor, num_proc: int = 1):
     """Render and tokenise every row once with ``processor`` (a ``CL3MRecProcessor``).
 
     Returns a `datasets.Dataset` with columns `input_ids`, `user_id`, `item_id`, `history_item_ids` (the
-    processor's `max_history` most recent), `label`, `warm`, `length` (tokens). `datasets` caches the result for
+    processor's `max_history` most recent), `label`, `warm`, `length` (tokens), and the cross-fitted CF inputs
+    (`trainers.training.cross_fitting.CROSS_FIT_COLUMNS`) where the rows carry them. `datasets` caches the result for
     datasets stored on disk, so repeated calls do not re-tokenise.
     """
     needed = ("user_id", "item_id", "history_item_ids", "history_titles", "title", "label")
@@ -47,7 +50,8 @@ class CL3MRecCollator:
     """Pad tokenised rows into a CL3M-Rec batch with the processor, plus `labels [B]` (float).
 
     Output: `input_ids [B, T]`, `attention_mask [B, T]` (left-padded whole prompts; see `CL3MRecProcessor.pad`),
-    `labels [B]` and, for prompts with CF placeholders, `user_ids [B]`, `item_ids [B]`, `history_item_ids [B, L]`.
+    `labels [B]` and, for prompts with CF placeholders, `user_ids [B]`, `item_ids [B]`, `history_item_ids [B, L]`;
+    rows with cross-fitted CF inputs add `cf_user_features [B, f]`, `cf_item_features [B, f]`, `cf_logits [B]`.
     With `prefix_parts` (the model's `shared_prefix_parts`), rows with the same user context share one prompt
     prefix: `prefix_input_ids [G, P]`, `prefix_attention_mask [G, P]`, `prefix_index [B]`, and `input_ids` /
     `attention_mask` hold the right-padded suffixes (`CL3MRecProcessor.pad_shared_prefix`) — for a batch whose
@@ -83,6 +87,9 @@ class CL3MRecCollator:
         batch = self._pad(features)
         if "label" in features[0]:
             batch["labels"] = torch.tensor([float(f["label"]) for f in features])
+        if "cf_logit" in features[0]:
+            for key, column in zip(("cf_user_features", "cf_item_features", "cf_logits"), CROSS_FIT_COLUMNS):
+                batch[key] = torch.tensor([feature[column] for feature in features], dtype=torch.float32)
         return batch
 
 

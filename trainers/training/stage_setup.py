@@ -19,6 +19,7 @@ from modeling_cl3mrec.processing_cl3mrec import template_uses_ids
 from ..llm_loading import unwrap_peft
 from ..prompt_templates import load_template
 from .contrastive import TextViews, user_text_table
+from .cross_fitting import add_cross_fitted_columns, cross_fit_split
 from .prompt_dataset import CL3MRecCollator, tokenize_dataset
 from .stage_model import build_stage_model
 from .stages import apply_stage, check_stage_settings
@@ -92,7 +93,19 @@ def build_stage(model_args, data_args, args) -> StageSetup:
 
     train_raw, eval_raw = dataset_dict[data_args.train_split], dataset_dict[data_args.eval_split]
     seed = data_args.subsample_seed
-    train_raw = train_raw.select(subsample_indices(len(train_raw), data_args.max_train_samples, seed, False))
+    train_rows = subsample_indices(len(train_raw), data_args.max_train_samples, seed, False)
+    train_raw = train_raw.select(train_rows)
+    if args.cf_cross_fit_folds and args.do_train:
+        if not with_ids:
+            raise ValueError(f"cf_cross_fit_folds: template {model_args.template!r} has no CF placeholders")
+        if model_args.use_history_embeddings:
+            raise ValueError("cf_cross_fit_folds does not cross-fit history-item placeholders: use_history_embeddings")
+        base = unwrap_peft(model)
+        inputs = cross_fit_split(
+            base.cf_encoder, base.config.cf_features, model_args.cf_model_dir, dataset_dict, data_args.train_split,
+            args.cf_cross_fit_folds, args.seed, processor.recent_history,
+        )  # fmt: skip
+        train_raw = add_cross_fitted_columns(train_raw, inputs, train_rows)
     eval_rows = subsample_indices(len(eval_raw), data_args.max_eval_samples, seed, True)
     eval_raw = eval_raw.select(eval_rows)
     with args.main_process_first(desc="tokenising prompts"):

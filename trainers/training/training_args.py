@@ -64,6 +64,15 @@ class CL3MRecTrainingArguments(TrainingArguments):
             "its own way (batches then share prefixes only by chance)."
         },
     )
+    cf_cross_fit_folds: int = field(
+        default=0,
+        metadata={
+            "help": "K >= 2: each train row's CF features and logit come from a CF model refitted (the CF model's own "
+            "recipe) on the other K-1 folds of user contexts, so stage cie does not learn on rows its CF input "
+            "memorised (trainers/training/cross_fitting.py); evaluation keeps the full-train CF model. 0 = off "
+            "(CoLLM: the full-train CF model for every row). Needs a placeholder template and a frozen CF encoder."
+        },
+    )
     train_cf_encoder: bool = field(
         default=False,
         metadata={"help": "Also train the CF encoder in stages 'cie'/'joint' (CoLLM's T2 variant); else frozen (T1)."},
@@ -117,6 +126,10 @@ class CL3MRecTrainingArguments(TrainingArguments):
             raise ValueError(f"contrastive_weight must be >= 0, got {self.contrastive_weight}")
         if self.contrastive_temperature <= 0:
             raise ValueError(f"contrastive_temperature must be > 0, got {self.contrastive_temperature}")
+        if self.cf_cross_fit_folds == 1 or self.cf_cross_fit_folds < 0:
+            raise ValueError(f"cf_cross_fit_folds must be 0 (off) or >= 2, got {self.cf_cross_fit_folds}")
+        if self.cf_cross_fit_folds and self.train_cf_encoder:
+            raise ValueError("cf_cross_fit_folds needs a frozen CF encoder (train_cf_encoder: false)")
         if self.fusion_learning_rate <= 0:
             raise ValueError(f"fusion_learning_rate must be > 0, got {self.fusion_learning_rate}")
         if self.lora_r < 1 or self.lora_alpha < 1 or not 0 <= self.lora_dropout < 1:
@@ -175,11 +188,12 @@ class ModelArguments:
             "entity's bias term of the CF score appended ('embedding_bias'; needs a CF model with biases)."
         },
     )
-    score_fusion: Literal["none", "residual"] = field(
+    score_fusion: Literal["none", "residual", "weighted"] = field(
         default="none",
         metadata={
             "help": "'residual': score = LLM answer logit + w * CF logit, w learned (trains with the projector); "
-            "'none': the LLM's answer alone (the paper recipe)."
+            "'weighted': score = a * LLM answer logit + w * CF logit, a and w learned (training can turn down an "
+            "answer that only adds noise); 'none': the LLM's answer alone (the paper recipe)."
         },
     )
     alignment_dim: int = field(

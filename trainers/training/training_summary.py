@@ -18,6 +18,7 @@ TRAINING_HYPERPARAMETERS = (
     "learning_rate", "lr_scheduler_type", "warmup_steps", "weight_decay", "optim", "num_train_epochs", "max_steps",
     "per_device_train_batch_size", "gradient_accumulation_steps", "seed", "bf16", "lora_r", "lora_alpha",
     "lora_dropout", "lora_target_modules", "contrastive_weight", "contrastive_temperature", "train_cf_encoder",
+    "cf_cross_fit_folds",
 )
 MODEL_HYPERPARAMETERS = ("template", "max_history", "tokens_per_entity", "quantization")  # ModelArguments fields
 
