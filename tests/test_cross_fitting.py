@@ -4,6 +4,7 @@ collator paths that carry precomputed CF inputs."""
 import numpy as np
 import pytest
 import torch
+from datasets import Dataset
 
 from data_scripts.io import load_dataset_dict
 from data_scripts.synthetic import generate_synthetic
@@ -18,7 +19,7 @@ from trainers.training.cross_fitting import (
     procrustes_rotation,
     refit_fold_models,
 )
-from trainers.training.prompt_dataset import CL3MRecCollator, tokenize_dataset
+from trainers.training.prompt_dataset import CL3MRecCollator, context_groups, tokenize_dataset
 from trainers.training.training_args import CL3MRecTrainingArguments
 
 
@@ -34,17 +35,18 @@ def test_procrustes_recovers_a_rotation():
 def test_context_folds_keep_each_user_context_together():
     users = [1, 1, 1, 2, 2, 3, 3, 4, 5, 6, 7, 8]
     histories = [[9, 1, 2], [9, 1, 2], [5, 1, 2], [3], [3], [], [], [1], [2], [3], [4], [5]]
-    recent = lambda history: history[-2:]  # noqa: E731
-    folds = context_folds(users, histories, 3, seed=0, recent_history=recent)
+    rows = Dataset.from_dict({"user_id": users, "history_item_ids": histories})
+    groups = context_groups(rows, recent_history=lambda history: history[-2:])
+    folds = context_folds(groups, 3, seed=0)
     assert folds.shape == (12,) and set(folds) == {0, 1, 2}
     # rows 0-2: the same two most recent items (the prompt's context) -> one fold; so rows 3-4 and 5-6
     assert folds[0] == folds[1] == folds[2] and folds[3] == folds[4] and folds[5] == folds[6]
-    np.testing.assert_array_equal(folds, context_folds(users, histories, 3, seed=0, recent_history=recent))
-    assert not np.array_equal(folds, context_folds(users, histories, 3, seed=1, recent_history=recent))
+    np.testing.assert_array_equal(folds, context_folds(groups, 3, seed=0))
+    assert not np.array_equal(folds, context_folds(groups, 3, seed=1))
     with pytest.raises(ValueError, match="at least 2 folds"):
-        context_folds(users, histories, 1, seed=0, recent_history=recent)
+        context_folds(groups, 1, seed=0)
     with pytest.raises(ValueError, match="needs at least 20 user contexts, found 8"):
-        context_folds(users, histories, 20, seed=0, recent_history=recent)
+        context_folds(groups, 20, seed=0)
 
 
 @pytest.fixture(scope="module")
@@ -63,8 +65,8 @@ def synthetic_cf_run(tmp_path_factory):
 def test_refit_fold_models_follow_the_saved_recipe_without_their_fold(synthetic_cf_run):
     root, full, dataset_dict = synthetic_cf_run
     train = dataset_dict["train"]
-    folds = context_folds(train["user_id"], train["history_item_ids"], 2, seed=0, recent_history=lambda h: h[-5:])
-    models = refit_fold_models(root / "cf", dataset_dict, "train", folds)
+    folds = context_folds(context_groups(train, recent_history=lambda h: h[-5:]), 2, seed=0)
+    models = refit_fold_models(root / "cf", dataset_dict, dataset_to_tensors(train, 5), folds)
     assert len(models) == 2
     for fold, model in enumerate(models):
         assert model.config.hidden_size == 8 and model.config.use_bias
@@ -168,9 +170,10 @@ def test_cross_fit_settings_are_checked(tmp_path, values, message):
 
 def test_a_cf_run_without_its_recipe_is_refused(synthetic_cf_run, tmp_path):
     root, _, dataset_dict = synthetic_cf_run
-    folds = np.arange(len(dataset_dict["train"])) % 2
+    train = dataset_to_tensors(dataset_dict["train"], 5)
+    folds = np.arange(len(train)) % 2
     with pytest.raises(ValueError, match="no metrics.json"):
-        refit_fold_models(tmp_path, dataset_dict, "train", folds)
+        refit_fold_models(tmp_path, dataset_dict, train, folds)
     (tmp_path / "metrics.json").write_text('{"seed": 1}')
     with pytest.raises(ValueError, match="no \\['train_args'\\]"):
-        refit_fold_models(tmp_path, dataset_dict, "train", folds)
+        refit_fold_models(tmp_path, dataset_dict, train, folds)

@@ -218,3 +218,11 @@ def test_every_ml1m_stage_config_parses(config, tmp_path):
     assert args.stage in ("lora", "cie") and model_args.template and data_args.eval_split == "valid_small"
     if "crossfit" in config.stem:
         assert args.cf_cross_fit_folds == 5 and args.stage == "cie"
+
+
+def test_cross_fitting_settings_are_refused_before_building():
+    with pytest.raises(ValueError, match="no CF placeholders"):
+        check_stage_settings("cie", False, 0.0, cf_cross_fit_folds=5)
+    with pytest.raises(ValueError, match="does not cross-fit history-item placeholders"):
+        check_stage_settings("cie", True, 0.0, cf_cross_fit_folds=5, use_history_embeddings=True)
+    check_stage_settings("cie", True, 0.0, cf_cross_fit_folds=5)

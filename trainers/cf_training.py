@@ -60,6 +60,11 @@ class CFTensors:
     def __len__(self) -> int:
         return int(self.user_ids.shape[0])
 
+    def select(self, index: torch.LongTensor) -> "CFTensors":
+        """The rows ``index [n]`` as their own :class:`CFTensors`."""
+        return CFTensors(self.user_ids[index], self.item_ids[index], self.history_item_ids[index], self.labels[index],
+                         self.warm[index])  # fmt: skip
+
     def batch(self, index: torch.LongTensor) -> dict:
         """The rows ``index [B]`` as ``CFRecModel.forward`` keyword arguments (with ``labels``)."""
         return {

@@ -31,31 +31,24 @@ from modeling_cl3mrec.modeling_cl3mrec import entity_features
 
 from ..cf_training import REPORT_SPLITS, CFTensors, dataset_to_tensors, train_cf_model
 from ..inference.metrics import auc
+from .prompt_dataset import CROSS_FIT_COLUMNS, context_groups
 
 logger = logging.getLogger(__name__)
 
-CROSS_FIT_COLUMNS = ("cf_user_features", "cf_item_features", "cf_logit")  # what a cross-fitted train row carries
 
-
-def context_folds(user_ids, histories, num_folds: int, seed: int, recent_history) -> np.ndarray:
-    """Fold `[N]` (0 … K − 1) of each row: user contexts (user id and `recent_history(history)`) are dealt to folds
-    at random, so all rows of a context share a fold. Deterministic for a given `seed`."""
+def context_folds(groups, num_folds: int, seed: int) -> np.ndarray:
+    """Fold `[N]` (0 … K − 1) of each row from its user context `groups [N]` (`prompt_dataset.context_groups`):
+    contexts are dealt to folds at random, so all rows of a context share a fold and every fold gets one.
+    Deterministic for a given `seed`."""
     if num_folds < 2:
         raise ValueError(f"cross-fitting needs at least 2 folds, got {num_folds}")
-    contexts: dict[tuple, int] = {}
-    context_of_row = np.fromiter(
-        (contexts.setdefault((int(user), tuple(recent_history(history))), len(contexts)) for user, history in
-         zip(user_ids, histories)),
-        dtype=np.int64,
-        count=len(user_ids),
-    )  # fmt: skip
-    if len(contexts) < num_folds:
+    count = int(np.max(groups)) + 1 if len(groups) else 0
+    if count < num_folds:
         raise ValueError(
-            f"cross-fitting into {num_folds} folds needs at least {num_folds} user contexts, found {len(contexts)}"
+            f"cross-fitting into {num_folds} folds needs at least {num_folds} user contexts, found {count}"
         )
-    rng = np.random.default_rng(seed)
-    fold_of_context = rng.permutation(np.arange(len(contexts)) % num_folds)
-    return fold_of_context[context_of_row]
+    fold_of_context = np.random.default_rng(seed).permutation(np.arange(count) % num_folds)
+    return fold_of_context[np.asarray(groups)]
 
 
 def procrustes_rotation(source: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -64,8 +57,9 @@ def procrustes_rotation(source: torch.Tensor, target: torch.Tensor) -> torch.Ten
     return (left @ right).to(source.dtype)
 
 
-def _cf_recipe(cf_model_dir) -> tuple[dict, dict, int]:
-    """`(model fields, train arguments, seed)` a saved CF run was trained with (`config.json`, `metrics.json`)."""
+def _cf_recipe(cf_model_dir) -> tuple[CFRecConfig, dict, dict, int]:
+    """`(config, model fields, train arguments, seed)` a saved CF run was trained with (`config.json`,
+    `metrics.json`)."""
     path = Path(cf_model_dir)
     if not (path / "metrics.json").is_file():
         raise ValueError(f"{path}: no metrics.json (a `cl3mrec cf train` run): cross-fitting refits its recipe")
@@ -73,28 +67,27 @@ def _cf_recipe(cf_model_dir) -> tuple[dict, dict, int]:
     missing = [key for key in ("train_args", "seed") if key not in metrics]
     if missing:
         raise ValueError(f"{path / 'metrics.json'}: no {missing}: cross-fitting refits the CF model's own recipe")
-    config = CFRecConfig.from_pretrained(path).to_dict()
+    config = CFRecConfig.from_pretrained(path)
+    values = config.to_dict()
     own_fields = set(inspect.signature(CFRecConfig.__init__).parameters) - {"self", "kwargs", "num_users", "num_items"}
-    return {key: config[key] for key in own_fields if key in config}, metrics["train_args"], int(metrics["seed"])
+    fields = {key: values[key] for key in own_fields if key in values}
+    return config, fields, metrics["train_args"], int(metrics["seed"])
 
 
-def refit_fold_models(cf_model_dir, dataset_dict, train_split: str, folds: np.ndarray) -> list[CFRecModel]:
-    """One CF model per fold k, trained with the recipe of `cf_model_dir` on the `train_split` rows outside fold k
-    (early stopping on the recipe's selection split, as the full model was)."""
-    fields, train_args, seed = _cf_recipe(cf_model_dir)
-    full_config = CFRecConfig.from_pretrained(cf_model_dir)
-    max_history = full_config.max_history
+def refit_fold_models(cf_model_dir, dataset_dict, train: CFTensors, folds: np.ndarray) -> list[CFRecModel]:
+    """One CF model per fold k, trained with the recipe of `cf_model_dir` on the rows of `train` (the train split as
+    tensors) outside fold k (early stopping on the recipe's selection split of `dataset_dict`, as the full model
+    was)."""
+    config, fields, train_args, seed = _cf_recipe(cf_model_dir)
     missing = [name for name in REPORT_SPLITS if name not in dataset_dict]
     if missing:
         raise ValueError(f"cross-fitting refits CF models with their selection split: the data has no {missing}")
-    splits = {name: dataset_to_tensors(dataset_dict[name], max_history) for name in REPORT_SPLITS}
-    train = dataset_to_tensors(dataset_dict[train_split], max_history)
+    splits = {name: dataset_to_tensors(dataset_dict[name], config.max_history) for name in REPORT_SPLITS}
     models = []
     for fold in range(int(folds.max()) + 1):
-        kept = torch.from_numpy(np.flatnonzero(folds != fold))
-        fold_train = CFTensors(*(getattr(train, name)[kept] for name in CFTensors.__dataclass_fields__))
+        fold_train = train.select(torch.from_numpy(np.flatnonzero(folds != fold)))
         model, summary = train_cf_model(
-            fields, train_args, {**splits, "train": fold_train}, full_config.num_users, full_config.num_items, seed
+            fields, train_args, {**splits, "train": fold_train}, config.num_users, config.num_items, seed
         )
         logger.info(
             "cross-fitting: fold %d model (%d train rows) valid_small AUC %.4f",
@@ -118,27 +111,21 @@ def cross_fitted_inputs(encoder, fold_models, folds: np.ndarray, train: CFTensor
     width = encoder.config.hidden_size
     all_items = torch.arange(encoder.config.num_items)
     target = encoder.encode_items(all_items)  # [I, d]
-    out = {
-        "cf_user_features": None,
-        "cf_item_features": None,
-        "cf_logit": np.zeros(len(train), dtype=np.float32),
-    }
-    for fold, model in enumerate(fold_models):
-        rows = torch.from_numpy(np.flatnonzero(folds == fold))
-        if rows.numel() == 0:
-            continue
+    rows, parts = [], []
+    for fold, model in enumerate(fold_models):  # every fold holds rows (context_folds)
+        fold_rows = torch.from_numpy(np.flatnonzero(folds == fold))
         fold_encoder = model.encoder
         shared = fold_encoder.item_is_warm & encoder.item_is_warm
         rotation = procrustes_rotation(fold_encoder.encode_items(all_items)[shared], target[shared])  # [d, d]
-        ids = (train.user_ids[rows], train.item_ids[rows], train.history_item_ids[rows])
+        ids = (train.user_ids[fold_rows], train.item_ids[fold_rows], train.history_item_ids[fold_rows])
         users, items = entity_features(fold_encoder, *ids, cf_features)  # [n, f] each
-        for name, features in (("cf_user_features", users), ("cf_item_features", items)):
-            features = torch.cat([features[:, :width] @ rotation, features[:, width:]], dim=-1)
-            if out[name] is None:
-                out[name] = np.zeros((len(train), features.shape[-1]), dtype=np.float32)
-            out[name][rows.numpy()] = features.float().numpy()
-        out["cf_logit"][rows.numpy()] = fold_encoder.score(*ids).float().numpy()
-    return out
+        turned = [torch.cat([part[:, :width] @ rotation, part[:, width:]], dim=-1) for part in (users, items)]
+        rows.append(fold_rows)
+        parts.append((*turned, fold_encoder.score(*ids)))
+    order = torch.cat(rows).argsort()  # back to row order
+    return {
+        name: torch.cat(columns)[order].float().numpy() for name, columns in zip(CROSS_FIT_COLUMNS, zip(*parts))
+    }
 
 
 def cross_fit_split(
@@ -152,9 +139,9 @@ def cross_fit_split(
         num_folds, seed: folds of user contexts (:func:`context_folds`), cut by `recent_history` as the prompts are.
     """
     train_set = dataset_dict[train_split]
-    folds = context_folds(train_set["user_id"], train_set["history_item_ids"], num_folds, seed, recent_history)
-    fold_models = refit_fold_models(cf_model_dir, dataset_dict, train_split, folds)
+    folds = context_folds(context_groups(train_set, recent_history), num_folds, seed)
     train = dataset_to_tensors(train_set, encoder.config.max_history)
+    fold_models = refit_fold_models(cf_model_dir, dataset_dict, train, folds)
     inputs = cross_fitted_inputs(encoder, fold_models, folds, train, cf_features)
     with torch.no_grad():
         full_logits = encoder.score(train.user_ids, train.item_ids, train.history_item_ids).float().numpy()

@@ -7,8 +7,7 @@ import torch
 
 from modeling_cl3mrec import CL3MRecProcessor
 
-from .cross_fitting import CROSS_FIT_COLUMNS
-
+CROSS_FIT_COLUMNS = ("cf_user_features", "cf_item_features", "cf_logit")  # made by trainers.training.cross_fitting
 KEPT_COLUMNS = ("input_ids", "user_id", "item_id", "history_item_ids", "label", "warm", "length", *CROSS_FIT_COLUMNS)
 
 
@@ -17,7 +16,7 @@ def tokenize_dataset(dataset, processor, num_proc: int = 1):
 
     Returns a `datasets.Dataset` with columns `input_ids`, `user_id`, `item_id`, `history_item_ids` (the
     processor's `max_history` most recent), `label`, `warm`, `length` (tokens), and the cross-fitted CF inputs
-    (`trainers.training.cross_fitting.CROSS_FIT_COLUMNS`) where the rows carry them. `datasets` caches the result for
+    (:data:`CROSS_FIT_COLUMNS`) where the rows carry them. `datasets` caches the result for
     datasets stored on disk, so repeated calls do not re-tokenise.
     """
     needed = ("user_id", "item_id", "history_item_ids", "history_titles", "title", "label")
@@ -108,10 +107,14 @@ def length_grouped_batches(lengths, batch_size: int, groups=None) -> list[list[i
     return [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
 
 
-def context_groups(dataset) -> np.ndarray:
+def context_groups(dataset, recent_history=None) -> np.ndarray:
     """Group id `[N]` of each tokenised row: rows with the same `CL3MRecProcessor.context_key` (user and recent
-    history) have the same prompt prefix. Ids number groups in order of first appearance."""
-    columns = zip(dataset["user_id"], dataset["history_item_ids"])
+    history) have the same prompt prefix. Ids number groups in order of first appearance. For rows not tokenised yet
+    (whole histories), `recent_history` (`CL3MRecProcessor.recent_history`) cuts each history as the prompt will."""
+    histories = dataset["history_item_ids"]
+    if recent_history is not None:
+        histories = map(recent_history, histories)
+    columns = zip(dataset["user_id"], histories)
     keys = (CL3MRecProcessor.context_key({"user_id": user, "history_item_ids": history}) for user, history in columns)
     ids: dict[tuple, int] = {}
     return np.fromiter((ids.setdefault(key, len(ids)) for key in keys), dtype=np.int64, count=len(dataset))

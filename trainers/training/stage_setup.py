@@ -81,7 +81,10 @@ def build_stage(model_args, data_args, args) -> StageSetup:
     """Check the stage against the template, build model + data + text views, return a ready trainer."""
     template = load_template(model_args.template)
     with_ids = template_uses_ids(template)
-    check_stage_settings(args.stage, with_ids, args.contrastive_weight, args.train_cf_encoder)
+    check_stage_settings(
+        args.stage, with_ids, args.contrastive_weight, args.train_cf_encoder,
+        args.cf_cross_fit_folds, model_args.use_history_embeddings,
+    )  # fmt: skip
     set_seed(args.seed)
     dataset_dict = load_dataset_dict(data_args.data_dir)
     for split in (data_args.train_split, data_args.eval_split):
@@ -96,10 +99,6 @@ def build_stage(model_args, data_args, args) -> StageSetup:
     train_rows = subsample_indices(len(train_raw), data_args.max_train_samples, seed, False)
     train_raw = train_raw.select(train_rows)
     if args.cf_cross_fit_folds and args.do_train:
-        if not with_ids:
-            raise ValueError(f"cf_cross_fit_folds: template {model_args.template!r} has no CF placeholders")
-        if model_args.use_history_embeddings:
-            raise ValueError("cf_cross_fit_folds does not cross-fit history-item placeholders: use_history_embeddings")
         base = unwrap_peft(model)
         inputs = cross_fit_split(
             base.cf_encoder, base.config.cf_features, model_args.cf_model_dir, dataset_dict, data_args.train_split,

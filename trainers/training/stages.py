@@ -72,15 +72,25 @@ def trainable_groups(stage: str, train_cf_encoder: bool = False) -> tuple[str, .
 
 
 def check_stage_settings(
-    stage: str, template_has_placeholders: bool, contrastive_weight: float, train_cf_encoder: bool = False
+    stage: str,
+    template_has_placeholders: bool,
+    contrastive_weight: float,
+    train_cf_encoder: bool = False,
+    cf_cross_fit_folds: int = 0,
+    use_history_embeddings: bool = False,
 ) -> None:
     """Refuse settings that contradict the stage, before any model is built.
 
     Raises:
         ValueError: stage ``lora`` with a placeholder template or ``contrastive_weight > 0``;
-            stage ``cie``/``joint`` with a text-only template; an unknown stage.
+            stage ``cie``/``joint`` with a text-only template; an unknown stage; cross-fitted CF inputs
+            (``cf_cross_fit_folds``) without placeholders or with history-item placeholders, which they do not cover.
     """
     trainable_groups(stage, train_cf_encoder)
+    if cf_cross_fit_folds and not template_has_placeholders:
+        raise ValueError("cf_cross_fit_folds: the template has no CF placeholders ({user}/{item}) to cross-fit")
+    if cf_cross_fit_folds and use_history_embeddings:
+        raise ValueError("cf_cross_fit_folds does not cross-fit history-item placeholders: use_history_embeddings")
     if stage == "lora":
         if template_has_placeholders:
             raise ValueError(
