@@ -12,6 +12,8 @@ Fixtures:
     make_cl3mrec(arch="llama", encoder_type="mf" | None, **build_kwargs) -> (CL3MRecModel, tokenizer), built
         with `trainers.llm_loading.build_cl3mrec` and the bundled CoLLM / TALLRec ML-1M templates;
         `encoder_type=None` gives a text-only model.
+    synthetic_data_dir -> Path: a synthetic `DatasetDict` (`data_scripts.synthetic`) saved once per session.
+    synthetic_mf_dir -> Path: an MF model sized for it, biases fitted on its train split, saved.
     run_without_repo(script, *args) -> stdout: run Python code in a fresh process outside the repository (no
         PYTHONPATH, offline, own HF_MODULES_CACHE) and assert that it succeeded and imported none of our packages.
 """
@@ -109,6 +111,33 @@ def make_cl3mrec(tiny_llm_dirs, make_tiny_cf_config):
         return model.eval(), tokenizer
 
     return make
+
+
+@pytest.fixture(scope="session")
+def synthetic_data_dir(tmp_path_factory):
+    from data_scripts.synthetic import generate_synthetic
+
+    out = tmp_path_factory.mktemp("synthetic") / "data"
+    generate_synthetic(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def synthetic_mf_dir(synthetic_data_dir):
+    from data_scripts.io import load_dataset_dict
+    from modeling_cl3mrec import CFRecConfig, CFRecModel
+
+    data = load_dataset_dict(synthetic_data_dir)
+    num_users = max(max(data[name]["user_id"]) for name in data) + 1
+    num_items = max(max(data[name]["item_id"]) for name in data) + 1
+    torch.manual_seed(0)
+    model = CFRecModel(CFRecConfig(encoder_type="mf", num_users=num_users, num_items=num_items, hidden_size=8))
+    train = data["train"]
+    model.encoder.fit_train_statistics(*(torch.tensor(train[name]) for name in ("user_id", "item_id", "label")))
+    model.encoder.refresh_cold_rows()
+    out = synthetic_data_dir.parent / "mf"
+    model.save_pretrained(out)
+    return out
 
 
 @pytest.fixture

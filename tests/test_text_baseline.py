@@ -6,11 +6,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from sklearn.metrics import roc_auc_score
 
 from data_scripts.io import load_dataset_dict
-from data_scripts.synthetic import generate_synthetic
 from modeling_cl3mrec.configuration_cf import CFRecConfig
 from modeling_cl3mrec.modeling_cf import CFRecModel
 from trainers.inference.text_baseline import TextBaselineScorer
@@ -19,15 +17,8 @@ SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "llm_cf_complementari
 
 
 @pytest.fixture(scope="module")
-def synthetic_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("syn") / "ds"
-    generate_synthetic(out)
-    return out
-
-
-@pytest.fixture(scope="module")
-def synthetic(synthetic_dir):
-    return load_dataset_dict(synthetic_dir)
+def synthetic(synthetic_data_dir):
+    return load_dataset_dict(synthetic_data_dir)
 
 
 def test_titles_alone_rank_the_synthetic_labels(synthetic):
@@ -58,18 +49,9 @@ def run_script(*args):
     return subprocess.run([sys.executable, str(SCRIPT), *map(str, args)], capture_output=True, text=True, timeout=300)
 
 
-def test_complementarity_script_blends_the_text_baseline_with_a_cf_model(synthetic_dir, synthetic, tmp_path):
-    num_users = max(max(synthetic[name]["user_id"]) for name in synthetic) + 1
-    num_items = max(max(synthetic[name]["item_id"]) for name in synthetic) + 1
-    torch.manual_seed(0)
-    model = CFRecModel(CFRecConfig(encoder_type="mf", num_users=num_users, num_items=num_items, hidden_size=8))
-    train = synthetic["train"]
-    model.encoder.fit_train_statistics(*(torch.tensor(train[name]) for name in ("user_id", "item_id", "label")))
-    model.encoder.refresh_cold_rows()
-    model.save_pretrained(tmp_path / "mf")
-
+def test_complementarity_script_blends_the_text_baseline_with_a_cf_model(synthetic_data_dir, synthetic_mf_dir):
     result = run_script(
-        "--data", synthetic_dir, "--cf", f"MF={tmp_path / 'mf'}", "--text-baseline", "200", "--text-fields", "title"
+        "--data", synthetic_data_dir, "--cf", f"MF={synthetic_mf_dir}", "--text-baseline", "200", "--text-fields", "title"
     )
     assert result.returncode == 0, result.stderr[-2000:]
     rows = [line for line in result.stdout.splitlines() if line.startswith("| text TF-IDF")]
@@ -85,9 +67,9 @@ def test_complementarity_script_blends_the_text_baseline_with_a_cf_model(synthet
         ([], "nothing to compare"),
     ],
 )
-def test_complementarity_script_rejects_bad_arguments(synthetic_dir, tmp_path, args, message):
+def test_complementarity_script_rejects_bad_arguments(synthetic_data_dir, tmp_path, args, message):
     model = CFRecModel(CFRecConfig(encoder_type="mf", num_users=5, num_items=5, hidden_size=4))
     model.save_pretrained(tmp_path / "mf")
-    result = run_script("--data", synthetic_dir, "--cf", f"MF={tmp_path / 'mf'}", *args)
+    result = run_script("--data", synthetic_data_dir, "--cf", f"MF={tmp_path / 'mf'}", *args)
     assert result.returncode == 2 and message in result.stderr
     assert "Traceback" not in result.stderr
