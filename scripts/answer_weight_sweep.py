@@ -24,7 +24,9 @@ from trainers.inference.scoring import load_scorer
 
 def fusion_weights(run: Path) -> tuple[float, float]:
     """`(a, w)`: the answer and CF-logit weights a weighted-fusion run was evaluated with."""
-    metrics = json.loads((run / "eval_results.json").read_text())["valid_small"]
+    metrics = json.loads((run / "eval_results.json").read_text()).get("valid_small")
+    if metrics is None:
+        raise ValueError(f"{run}/eval_results.json: no valid_small metrics (the run did not score valid_small)")
     if "fusion/answer_weight" not in metrics:
         raise ValueError(f"{run}/eval_results.json: no fusion/answer_weight (not a `score_fusion: weighted` run)")
     if abs(metrics["fusion/answer_weight"]) < 1e-6:
@@ -46,7 +48,7 @@ def main() -> None:
             parser.exit(2, f"error: --run {run}: no {' / '.join(missing)} (not a finished `cl3mrec train` folder)\n")
         try:
             runs.append((run, *fusion_weights(run)))
-        except (KeyError, ValueError) as error:
+        except ValueError as error:
             parser.exit(2, f"error: --run {run}: {error}\n")
     if not Path(args.cf, "config.json").is_file():
         parser.exit(2, f"error: --cf {args.cf}: not a saved CF model (no config.json)\n")
@@ -57,7 +59,10 @@ def main() -> None:
 
     cf_logits = load_scorer(args.cf).score(split)
     labels, users = np.asarray(split["label"]), np.asarray(split["user_id"])
-    metric = lambda rows, scores: "{auc:.4f} / {uauc:.4f}".format(**ranking_report(users[rows], labels[rows], scores))  # noqa: E731
+
+    def metric(rows: np.ndarray, scores: np.ndarray) -> str:
+        return "{auc:.4f} / {uauc:.4f}".format(**ranking_report(users[rows], labels[rows], scores))
+
     header = ["run", "a", "w", "answer alone"] + [f"a = {value:g}" for value in args.answer_weights]
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     for run, answer_weight, cf_weight in runs:
