@@ -533,7 +533,8 @@ class CL3MRecModel(CL3MRecPreTrainedModel):
         if cf_user_features is None or cf_item_features is None:
             raise ValueError("precomputed CF inputs need both cf_user_features and cf_item_features")
         if cf_logits is None and self.score_fusion is not None:
-            raise ValueError(f"precomputed CF inputs need cf_logits with config.score_fusion={self.config.score_fusion!r}")
+            fusion = self.config.score_fusion
+            raise ValueError(f"precomputed CF inputs need cf_logits with config.score_fusion={fusion!r}")
         width = cf_feature_size(self.config)
         for name, value in (("cf_user_features", cf_user_features), ("cf_item_features", cf_item_features)):
             if value.shape[-1] != width:

@@ -20,17 +20,21 @@ import numpy as np
 from data_scripts.io import load_dataset_dict
 from trainers.inference.metrics import ranking_report
 from trainers.inference.scoring import load_scorer
+from trainers.model_dirs import read_eval_scores
 
 
 def fusion_weights(run: Path) -> tuple[float, float]:
     """`(a, w)`: the answer and CF-logit weights a weighted-fusion run was evaluated with."""
-    metrics = json.loads((run / "eval_results.json").read_text()).get("valid_small")
+    path = run / "eval_results.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"--run={run}: no eval_results.json (not a finished `cl3mrec train` folder)")
+    metrics = json.loads(path.read_text()).get("valid_small")
     if metrics is None:
-        raise ValueError(f"{run}/eval_results.json: no valid_small metrics (the run did not score valid_small)")
+        raise ValueError(f"{path}: no valid_small metrics (the run did not score valid_small)")
     if "fusion/answer_weight" not in metrics:
-        raise ValueError(f"{run}/eval_results.json: no fusion/answer_weight (not a `score_fusion: weighted` run)")
+        raise ValueError(f"{path}: no fusion/answer_weight (not a `score_fusion: weighted` run)")
     if abs(metrics["fusion/answer_weight"]) < 1e-6:
-        raise ValueError(f"{run}/eval_results.json: answer weight a = 0: the answer cannot be recovered")
+        raise ValueError(f"{path}: answer weight a = 0: the answer cannot be recovered")
     return float(metrics["fusion/answer_weight"]), float(metrics["fusion/weight"])
 
 
@@ -41,15 +45,12 @@ def main() -> None:
     parser.add_argument("--run", action="append", required=True, help="a `cl3mrec train` output folder")
     parser.add_argument("--answer-weights", nargs="+", type=float, default=[0.0, 0.1, 0.2, 0.3, 0.4])
     args = parser.parse_args()
-    runs = []
+    runs = []  # (run, rows [N], scores [N], a, w)
     for run in map(Path, args.run):
-        missing = [n for n in ("eval_scores.npy", "eval_rows.npy", "eval_results.json") if not (run / n).is_file()]
-        if missing:
-            parser.exit(2, f"error: --run {run}: no {' / '.join(missing)} (not a finished `cl3mrec train` folder)\n")
         try:
-            runs.append((run, *fusion_weights(run)))
-        except ValueError as error:
-            parser.exit(2, f"error: --run {run}: {error}\n")
+            runs.append((run, *read_eval_scores(run, "--run"), *fusion_weights(run)))
+        except (FileNotFoundError, ValueError) as error:
+            parser.exit(2, f"error: {error}\n")
     if not Path(args.cf, "config.json").is_file():
         parser.exit(2, f"error: --cf {args.cf}: not a saved CF model (no config.json)\n")
     try:
@@ -65,8 +66,7 @@ def main() -> None:
 
     header = ["run", "a", "w", "answer alone"] + [f"a = {value:g}" for value in args.answer_weights]
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
-    for run, answer_weight, cf_weight in runs:
-        rows, scores = np.load(run / "eval_rows.npy"), np.load(run / "eval_scores.npy")
+    for run, rows, scores, answer_weight, cf_weight in runs:
         answer = (scores - cf_weight * cf_logits[rows]) / answer_weight
         cells = [run.name, f"{answer_weight:.2f}", f"{cf_weight:.2f}", metric(rows, answer)]
         cells += [metric(rows, value * answer + cf_weight * cf_logits[rows]) for value in args.answer_weights]

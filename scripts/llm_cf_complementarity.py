@@ -25,6 +25,7 @@ from data_scripts.io import load_dataset_dict
 from trainers.inference.metrics import ranking_report
 from trainers.inference.scoring import load_scorer
 from trainers.inference.text_baseline import FIELDS, TextBaselineScorer
+from trainers.model_dirs import read_eval_scores
 
 
 def cross_fitted_blend(features: np.ndarray, labels: np.ndarray, users: np.ndarray, seed: int = 0) -> np.ndarray:
@@ -64,10 +65,12 @@ def main() -> None:
     args = parser.parse_args()
     if not args.run and not args.text_baseline:
         parser.exit(2, "error: nothing to compare: give --run and/or --text-baseline\n")
+    scorers = []  # (name, row indices into valid_small, scores [len(indices)])
     for run in map(Path, args.run):
-        missing = [name for name in ("eval_scores.npy", "eval_rows.npy") if not (run / name).is_file()]
-        if missing:
-            parser.exit(2, f"error: --run {run}: no {' / '.join(missing)} (not a finished `cl3mrec train` folder)\n")
+        try:
+            scorers.append((run.name, *read_eval_scores(run, "--run")))
+        except FileNotFoundError as error:
+            parser.exit(2, f"error: {error}\n")
     for item in args.cf:
         if "=" not in item or not Path(item.split("=", 1)[1], "config.json").is_file():
             parser.exit(2, f"error: --cf {item!r}: expected NAME=DIR of a saved CF model (DIR/config.json)\n")
@@ -78,9 +81,6 @@ def main() -> None:
     except (FileNotFoundError, KeyError) as error:
         parser.exit(2, f"error: --data {args.data}: {error}\n")
 
-    scorers = []  # (name, row indices into valid_small, scores [len(indices)])
-    for run in map(Path, args.run):
-        scorers.append((run.name, np.load(run / "eval_rows.npy"), np.load(run / "eval_scores.npy")))
     for budget in args.text_baseline:
         try:
             baseline = TextBaselineScorer(train, fields=tuple(args.text_fields), max_rows=budget)

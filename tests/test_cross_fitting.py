@@ -82,15 +82,15 @@ def test_cross_fitted_inputs_come_from_models_that_did_not_see_the_row(synthetic
     train = dataset_to_tensors(dataset_dict["train"], 5)
     rows = len(train)
     assert inputs["cf_user_features"].shape == inputs["cf_item_features"].shape == (rows, 9)
-    assert inputs["cf_logit"].shape == (rows,)
+    assert inputs["cf_logits"].shape == (rows,)
     # The rotation is orthogonal and turns users and items alike: embedding . embedding + biases = the fold's score.
     users, items = (torch.from_numpy(inputs[name]) for name in ("cf_user_features", "cf_item_features"))
     rebuilt = (users[:, :8] * items[:, :8]).sum(-1) + users[:, 8] + items[:, 8]
-    np.testing.assert_allclose(rebuilt.numpy(), inputs["cf_logit"], atol=1e-4)
+    np.testing.assert_allclose(rebuilt.numpy(), inputs["cf_logits"], atol=1e-4)
     # The leak the cross-fitting removes: the full model ranks its own train rows far better than unseen ones.
     labels = train.labels.numpy()
     full_logits = full.encoder.score(train.user_ids, train.item_ids, train.history_item_ids).detach().numpy()
-    assert auc(labels, inputs["cf_logit"]) < auc(labels, full_logits) - 0.05
+    assert auc(labels, inputs["cf_logits"]) < auc(labels, full_logits) - 0.05
 
 
 def test_add_cross_fitted_columns_follow_the_subsample(tiny_rows):
@@ -98,10 +98,10 @@ def test_add_cross_fitted_columns_follow_the_subsample(tiny_rows):
     inputs = {
         "cf_user_features": np.arange(24 * 3, dtype=np.float32).reshape(24, 3),
         "cf_item_features": -np.arange(24 * 3, dtype=np.float32).reshape(24, 3),
-        "cf_logit": np.arange(24, dtype=np.float32) / 10,
+        "cf_logits": np.arange(24, dtype=np.float32) / 10,
     }
     dataset = add_cross_fitted_columns(tiny_rows.select(rows), inputs, rows)
-    assert dataset["cf_logit"] == pytest.approx([0.5, 0.2, 0.7])
+    assert dataset["cf_logits"] == pytest.approx([0.5, 0.2, 0.7])
     assert dataset["cf_user_features"][1] == [6.0, 7.0, 8.0]
 
 
@@ -112,7 +112,7 @@ def _cross_fitted_batch(model, tokenizer, tiny_rows, rows, prefix_parts=None):
     users, items = model.cf_features(ids["user_ids"], ids["item_ids"], ids["history_item_ids"])
     logits = model.cf_encoder.score(ids["user_ids"], ids["item_ids"], ids["history_item_ids"])
     features = [
-        {**row, "label": 1, "cf_user_features": u.tolist(), "cf_item_features": i.tolist(), "cf_logit": float(s)}
+        {**row, "label": 1, "cf_user_features": u.tolist(), "cf_item_features": i.tolist(), "cf_logits": float(s)}
         for row, u, i, s in zip(base, users.detach(), items.detach(), logits.detach())
     ]
     return CL3MRecCollator(processor, prefix_parts)(features)
@@ -149,11 +149,11 @@ def test_cross_fit_columns_survive_tokenising(make_cl3mrec, tiny_rows):
     processor = CL3MRecProcessor.from_model_config(tokenizer, model.config, with_ids=True, max_history=5)
     rows = np.arange(4)
     inputs = {name: np.ones((24, 8), dtype=np.float32) for name in CROSS_FIT_COLUMNS[:2]}
-    inputs["cf_logit"] = np.linspace(0, 1, 24, dtype=np.float32)
+    inputs["cf_logits"] = np.linspace(0, 1, 24, dtype=np.float32)
     tokenized = tokenize_dataset(add_cross_fitted_columns(tiny_rows.select(rows), inputs, rows), processor)
     assert set(CROSS_FIT_COLUMNS) <= set(tokenized.column_names)
     batch = CL3MRecCollator(processor)(list(tokenized))
-    torch.testing.assert_close(batch["cf_logits"], torch.from_numpy(inputs["cf_logit"][:4]))
+    torch.testing.assert_close(batch["cf_logits"], torch.from_numpy(inputs["cf_logits"][:4]))
 
 
 @pytest.mark.parametrize(

@@ -51,8 +51,9 @@ def run_script(*args):
 
 def test_complementarity_script_blends_the_text_baseline_with_a_cf_model(synthetic_data_dir, synthetic_mf_dir):
     result = run_script(
-        "--data", synthetic_data_dir, "--cf", f"MF={synthetic_mf_dir}", "--text-baseline", "200", "--text-fields", "title"
-    )
+        "--data", synthetic_data_dir, "--cf", f"MF={synthetic_mf_dir}",
+        "--text-baseline", "200", "--text-fields", "title",
+    )  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
     rows = [line for line in result.stdout.splitlines() if line.startswith("| text TF-IDF")]
     assert len(rows) == 1 and rows[0].startswith("| text TF-IDF, title (200 train rows) | MF |")

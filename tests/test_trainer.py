@@ -326,8 +326,8 @@ def test_cross_fitted_cie_trains_on_inputs_of_cf_models_that_did_not_see_the_row
     overrides = {"cf_features": "embedding_bias", "score_fusion": "weighted", "cf_cross_fit_folds": 2}
     setup = build_stage(*stage_args(workspace, tmp_path / "crossfit", max_steps=2, contrastive_weight=0.0, **overrides))
     trainer = setup.trainer
-    assert {"cf_user_features", "cf_item_features", "cf_logit"} <= set(trainer.train_dataset.column_names)
-    assert "cf_logit" not in trainer.eval_dataset.column_names
+    assert {"cf_user_features", "cf_item_features", "cf_logits"} <= set(trainer.train_dataset.column_names)
+    assert "cf_logits" not in trainer.eval_dataset.column_names
     batch = next(iter(trainer.get_train_dataloader()))
     base = trainer.model.get_base_model()
     with torch.no_grad():

@@ -10,6 +10,7 @@ import hashlib
 import json
 from pathlib import Path
 
+import numpy as np
 from safetensors import SafetensorError, safe_open
 
 WEIGHT_PATTERNS = ("*.safetensors", "*.bin")
@@ -78,6 +79,16 @@ def require_model_dir(model_dir, field: str, model_type: str | None = None, forb
         raise ValueError(f"{field}={model_dir}: holds a {found!r} model, not a language model; fix the path")
     check_weights(model_dir, field)
     return config
+
+
+def read_eval_scores(run_dir, field: str) -> tuple[np.ndarray, np.ndarray]:
+    """``(rows [N], scores [N])`` of a finished ``cl3mrec train`` folder: the eval-split rows it scored
+    (``eval_rows.npy``) and its scores (``eval_scores.npy``); raise naming ``field`` when either is missing."""
+    run_dir = Path(run_dir)
+    missing = [name for name in ("eval_rows.npy", "eval_scores.npy") if not (run_dir / name).is_file()]
+    if missing:
+        raise FileNotFoundError(f"{field}={run_dir}: no {' / '.join(missing)} (not a finished `cl3mrec train` folder)")
+    return np.load(run_dir / "eval_rows.npy"), np.load(run_dir / "eval_scores.npy")
 
 
 def weights_fingerprint(model_dir) -> str:

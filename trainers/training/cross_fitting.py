@@ -106,7 +106,7 @@ def cross_fitted_inputs(encoder, fold_models, folds: np.ndarray, train: CFTensor
         fold_models: :func:`refit_fold_models`; folds `[N]`: the fold of each row of `train`.
         cf_features: `CL3MRecConfig.cf_features`.
 
-    Returns `{"cf_user_features": [N, f], "cf_item_features": [N, f], "cf_logit": [N]}` (float32 numpy arrays).
+    Returns `{"cf_user_features": [N, f], "cf_item_features": [N, f], "cf_logits": [N]}` (float32 numpy arrays).
     """
     width = encoder.config.hidden_size
     all_items = torch.arange(encoder.config.num_items)
@@ -148,7 +148,7 @@ def cross_fit_split(
     labels = train.labels.numpy()
     logger.info(
         "cross-fitting: %d folds; train-row CF AUC %.4f cross-fitted vs %.4f from the full-train model",
-        num_folds, auc(labels, inputs["cf_logit"]), auc(labels, full_logits),
+        num_folds, auc(labels, inputs["cf_logits"]), auc(labels, full_logits),
     )  # fmt: skip
     return inputs
 

@@ -7,7 +7,8 @@ import torch
 
 from modeling_cl3mrec import CL3MRecProcessor
 
-CROSS_FIT_COLUMNS = ("cf_user_features", "cf_item_features", "cf_logit")  # made by trainers.training.cross_fitting
+# Made by trainers.training.cross_fitting; named as the CL3MRecModel.forward arguments they feed.
+CROSS_FIT_COLUMNS = ("cf_user_features", "cf_item_features", "cf_logits")
 KEPT_COLUMNS = ("input_ids", "user_id", "item_id", "history_item_ids", "label", "warm", "length", *CROSS_FIT_COLUMNS)
 
 
@@ -86,9 +87,9 @@ class CL3MRecCollator:
         batch = self._pad(features)
         if "label" in features[0]:
             batch["labels"] = torch.tensor([float(f["label"]) for f in features])
-        if "cf_logit" in features[0]:
-            for key, column in zip(("cf_user_features", "cf_item_features", "cf_logits"), CROSS_FIT_COLUMNS):
-                batch[key] = torch.tensor([feature[column] for feature in features], dtype=torch.float32)
+        if CROSS_FIT_COLUMNS[0] in features[0]:
+            for name in CROSS_FIT_COLUMNS:
+                batch[name] = torch.tensor([feature[name] for feature in features], dtype=torch.float32)
         return batch
 
 

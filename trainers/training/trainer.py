@@ -4,10 +4,10 @@ Shaped after TRL's ``RewardTrainer``: ``compute_loss`` computes the whole loss (
 + λ · the whole-table InfoNCE of :mod:`trainers.training.contrastive`: items both directions, users CF → text),
 returns ``(loss, outputs)`` when asked, and logs each term through a per-mode metrics buffer that the overridden
 :meth:`CL3MRecTrainer.log` averages (``loss/rec``, ``loss/contrastive`` and ``loss/contrastive_{item,user}``,
-``contrastive/accuracy`` and ``contrastive/{item,user}_accuracy``, and ``fusion/weight`` / ``fusion/answer_weight`` with a score fusion).
-Evaluation returns the answer scores in row order with ``[label, user_id, warm]`` as label ids, so Trainer's
-gathering (DDP included) keeps rows aligned and ``compute_metrics`` reports ``eval_auc``, ``eval_uauc``,
-``eval_warm_auc``, … via ``ranking_report``.
+``contrastive/accuracy`` and ``contrastive/{item,user}_accuracy``, and ``fusion/weight`` / ``fusion/answer_weight``
+with a score fusion). Evaluation returns the answer scores in row order with ``[label, user_id, warm]`` as label
+ids, so Trainer's gathering (DDP included) keeps rows aligned and ``compute_metrics`` reports ``eval_auc``,
+``eval_uauc``, ``eval_warm_auc``, … via ``ranking_report``.
 Evaluation batches are length-sorted (longest first: little left padding, as in ``CL3MRecScorer``); the
 predictions are put back in dataset order before anyone sees them. With ``args.share_prefix`` the rows of one user
 context (same user and history) sit next to each other, in training (groups shuffled each epoch) and in evaluation,
@@ -25,7 +25,7 @@ from transformers import EvalPrediction, Trainer
 from ..inference.metrics import ranking_report
 from ..llm_loading import unwrap_peft
 from .contrastive import TextViews, contrastive_alignment, item_retrieval_recall
-from .prompt_dataset import context_groups, grouped_order, length_sorted_order
+from .prompt_dataset import CROSS_FIT_COLUMNS, context_groups, grouped_order, length_sorted_order
 
 MODEL_INPUT_KEYS = (
     "input_ids",
@@ -37,9 +37,7 @@ MODEL_INPUT_KEYS = (
     "prefix_input_ids",
     "prefix_attention_mask",
     "prefix_index",
-    "cf_user_features",
-    "cf_item_features",
-    "cf_logits",
+    *CROSS_FIT_COLUMNS,
 )
 ROW_USER_KEY = "row_user_ids"  # [B] user id of each row, for UAUC (text-only batches carry no user_ids)
 ROW_WARM_KEY = "row_warm"  # [B] bool, both user and item seen in train
