@@ -25,12 +25,8 @@ from trainers.model_dirs import read_eval_scores
 
 def fusion_weights(run: Path) -> tuple[float, float]:
     """`(a, w)`: the answer and CF-logit weights a weighted-fusion run was evaluated with."""
-    path = run / "eval_results.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"--run={run}: no eval_results.json (not a finished `cl3mrec train` folder)")
-    metrics = json.loads(path.read_text()).get("valid_small")
-    if metrics is None:
-        raise ValueError(f"{path}: no valid_small metrics (the run did not score valid_small)")
+    path = run / "eval_results.json"  # read_eval_scores has checked that the run scored valid_small
+    metrics = json.loads(path.read_text()).get("valid_small", {})
     if "fusion/answer_weight" not in metrics:
         raise ValueError(f"{path}: no fusion/answer_weight (not a `score_fusion: weighted` run)")
     if abs(metrics["fusion/answer_weight"]) < 1e-6:

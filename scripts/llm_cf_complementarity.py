@@ -69,7 +69,7 @@ def main() -> None:
     for run in map(Path, args.run):
         try:
             scorers.append((run.name, *read_eval_scores(run, "--run")))
-        except FileNotFoundError as error:
+        except (FileNotFoundError, ValueError) as error:
             parser.exit(2, f"error: {error}\n")
     for item in args.cf:
         if "=" not in item or not Path(item.split("=", 1)[1], "config.json").is_file():

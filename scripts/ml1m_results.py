@@ -1,5 +1,5 @@
 """The README's ML-1M results table: every model on valid_small (and the other half of valid), seeds averaged,
-with paired user bootstraps.
+with paired user bootstraps on each.
 
     python scripts/ml1m_results.py --data runs/ml1m/data \
         --model "MF=runs/ml1m/cf/mf" \
@@ -10,7 +10,7 @@ with paired user bootstraps.
 A model is one directory per seed: a saved CF model (scored here, in seconds) or a ``cl3mrec train`` output
 directory (valid_small scores from its ``eval_scores.npy``; every LLM run must have scored the same rows
 (``eval_rows.npy``), and the CF models are scored on those rows too; the other half of valid is scored from the
-run's ``merged/`` export and cached as ``valid_rest_scores.npy``). Only valid data is read:
+run's ``merged/`` export and cached as ``valid_rest_scores_<rows hash>.npy``). Only valid data is read:
 the test split stays unseen. Writes a Markdown report and a JSON file beside it.
 """
 
@@ -27,7 +27,7 @@ from trainers.atomic_io import staging_file, write_json_atomic, write_text_atomi
 from trainers.inference.bootstrap import paired_bootstrap
 from trainers.inference.metrics import ranking_report
 from trainers.inference.scoring import load_scorer
-from trainers.model_dirs import read_model_config
+from trainers.model_dirs import read_eval_scores, read_model_config
 
 logger = logging.getLogger("ml1m_results")
 COLUMNS = (("auc", "AUC"), ("uauc", "UAUC"), ("warm.auc", "warm AUC"), ("cold.auc", "cold AUC"), ("warm.uauc", "warm UAUC"))
@@ -45,12 +45,12 @@ def is_cf_model(run_dir: Path) -> bool:
 
 
 def scored_rows(models: dict[str, list[Path]], num_rows: int) -> np.ndarray:
-    """The valid_small rows every LLM run scored (all rows when there is none); exits if the runs differ."""
+    """The valid_small rows every LLM run scored (all rows when there is none); raise if the runs differ."""
     rows = None
     for run_dir in (d for dirs in models.values() for d in dirs if not is_cf_model(d)):
-        run_rows = np.load(run_dir / "eval_rows.npy")
+        run_rows, _ = read_eval_scores(run_dir, "--model")
         if rows is not None and not np.array_equal(rows, run_rows):
-            raise SystemExit(f"{run_dir} scored other valid_small rows than the runs before it")
+            raise ValueError(f"--model {run_dir}: scored other valid_small rows than the runs before it")
         rows = run_rows
     return np.arange(num_rows) if rows is None else rows
 
@@ -60,14 +60,10 @@ def split_scores(run_dir: Path, split_name: str, split) -> np.ndarray:
     if is_cf_model(run_dir):
         return load_scorer(run_dir).score(split)
     if split_name == "valid_small":
-        evaluated = list(json.loads((run_dir / "eval_results.json").read_text()))
-        if all(key.startswith("eval_") for key in evaluated):  # a stage folder from before the one-shape change
-            evaluated = list(json.loads((run_dir / "merged" / "eval_results.json").read_text()))
-        if evaluated != ["valid_small"]:
-            raise SystemExit(f"{run_dir} was evaluated on {evaluated}, not valid_small: its eval_scores.npy do not fit")
-        return np.load(run_dir / "eval_scores.npy")
+        return read_eval_scores(run_dir, "--model")[1]
     # The cache name carries the rows it scored, so another data folder or split never reuses it.
-    rows = hashlib.sha256(json.dumps([split["user_id"], split["item_id"], split["timestamp"]]).encode()).hexdigest()
+    columns = [list(split[column]) for column in ("user_id", "item_id", "timestamp")]
+    rows = hashlib.sha256(json.dumps(columns).encode()).hexdigest()
     cache = run_dir / f"{split_name}_scores_{rows[:12]}.npy"
     if not cache.is_file():
         logger.info("scoring %s on %d %s rows", run_dir, len(split), split_name)
@@ -103,16 +99,25 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
-    data = load_dataset_dict(args.data)
     models = {}
     for spec in args.model:
         name, _, dirs = spec.partition("=")
         models[name] = [Path(directory) for directory in dirs.split(",") if directory]
-    splits = {"valid_small": data["valid_small"].select(scored_rows(models, len(data["valid_small"])))}
-    if args.other_half:
-        splits["valid_rest"] = other_half(data["valid"], data["valid_small"])
-
-    scores = {split: {name: [split_scores(d, split, rows) for d in dirs] for name, dirs in models.items()} for split, rows in splits.items()}
+    pairs = [spec.partition(":")[::2] for spec in args.compare]
+    unknown = sorted({name for pair in pairs for name in pair} - set(models))
+    if unknown:
+        parser.exit(2, f"error: --compare names {', '.join(unknown)}: not a --model name ({', '.join(models)})\n")
+    try:
+        data = load_dataset_dict(args.data)
+        splits = {"valid_small": data["valid_small"].select(scored_rows(models, len(data["valid_small"])))}
+        if args.other_half:
+            splits["valid_rest"] = other_half(data["valid"], data["valid_small"])
+        scores = {
+            split: {name: [split_scores(d, split, rows) for d in dirs] for name, dirs in models.items()}
+            for split, rows in splits.items()
+        }
+    except (FileNotFoundError, ValueError) as error:
+        parser.exit(2, f"error: {error}\n")
     reports = {
         split: {
             name: [ranking_report(rows["user_id"], rows["label"], seed_scores, rows["warm"]) for seed_scores in runs]
@@ -120,14 +125,16 @@ def main() -> None:
         }
         for split, rows in splits.items()
     }
-    comparisons = {}
-    for spec in args.compare:
-        candidate, _, baseline = spec.partition(":")
-        rows = splits["valid_small"]
-        comparisons[spec] = paired_bootstrap(
-            np.asarray(rows["user_id"]), np.asarray(rows["label"]), scores["valid_small"][baseline],
-            scores["valid_small"][candidate], args.resamples,
-        )
+    comparisons = {
+        split: {
+            f"{candidate}:{baseline}": paired_bootstrap(
+                np.asarray(rows["user_id"]), np.asarray(rows["label"]), scores[split][baseline],
+                scores[split][candidate], args.resamples,
+            )
+            for candidate, baseline in pairs
+        }
+        for split, rows in splits.items()
+    }
 
     small = splits["valid_small"]
     lines = [
@@ -142,10 +149,13 @@ def main() -> None:
         if args.other_half:
             cells += [mean_std([lookup(report, key) for report in reports["valid_rest"][name]]) for key in ("auc", "uauc")]
         lines.append(f"| {name} | {len(models[name])} | " + " | ".join(cells) + " |")
-    if comparisons:
-        lines += ["", f"Paired user bootstrap on valid_small ({args.resamples} resamples; difference averaged over seed pairs):", ""]
-        lines += ["| candidate − baseline | AUC diff [95% CI] | UAUC diff [95% CI] |", "| --- | --- | --- |"]
-        for spec, report in comparisons.items():
+    for split, split_comparisons in comparisons.items():
+        if not split_comparisons:
+            continue
+        where = "valid_small" if split == "valid_small" else f"the other half of valid ({len(splits[split])} rows)"
+        lines += ["", f"Paired user bootstrap on {where} ({args.resamples} resamples; difference averaged over seed pairs):"]
+        lines += ["", "| candidate − baseline | AUC diff [95% CI] | UAUC diff [95% CI] |", "| --- | --- | --- |"]
+        for spec, report in split_comparisons.items():
             cells = [f"{report[m]['observed']:+.4f} [{report[m]['ci95'][0]:+.4f}, {report[m]['ci95'][1]:+.4f}]" for m in ("auc", "uauc")]
             lines.append(f"| {spec.replace(':', ' − ')} | " + " | ".join(cells) + " |")
     write_text_atomic(args.out, "\n".join(lines) + "\n")

@@ -16,17 +16,19 @@ import numpy as np
 
 from data_scripts.io import load_dataset_dict
 from trainers.inference.bootstrap import paired_bootstrap
+from trainers.model_dirs import read_eval_scores
 
 
-def load_runs(run_dirs: list[Path]) -> tuple[list[np.ndarray], np.ndarray]:
-    """Scores of each run and the split rows they share; exits if the runs were scored on different rows."""
+def load_runs(run_dirs: list[Path], field: str, split: str) -> tuple[list[np.ndarray], np.ndarray]:
+    """Scores of each run and the rows of ``split`` they share; raise if a run is not finished, scored another
+    split, or scored other rows than the first."""
     scores, rows = [], None
     for run_dir in run_dirs:
-        run_rows = np.load(run_dir / "eval_rows.npy")
+        run_rows, run_scores = read_eval_scores(run_dir, field, split)
         if rows is not None and not np.array_equal(rows, run_rows):
-            raise SystemExit(f"{run_dir} was scored on other rows than {run_dirs[0]}")
+            raise ValueError(f"{field}={run_dir}: scored other {split} rows than {run_dirs[0]}")
         rows = run_rows
-        scores.append(np.load(run_dir / "eval_scores.npy"))
+        scores.append(run_scores)
     return scores, rows
 
 
@@ -40,11 +42,17 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
-    base_scores, base_rows = load_runs(args.baseline)
-    cand_scores, cand_rows = load_runs(args.candidate)
-    if not np.array_equal(base_rows, cand_rows):
-        raise SystemExit("the baseline and candidate runs were scored on different rows")
-    split = load_dataset_dict(args.data)[args.split].select(base_rows)
+    try:
+        base_scores, base_rows = load_runs(args.baseline, "--baseline", args.split)
+        cand_scores, cand_rows = load_runs(args.candidate, "--candidate", args.split)
+        if not np.array_equal(base_rows, cand_rows):
+            raise ValueError(f"the baseline and candidate runs scored different {args.split} rows")
+        data = load_dataset_dict(args.data)
+        if args.split not in data:
+            raise ValueError(f"--data {args.data}: no {args.split} split (has {', '.join(data)})")
+        split = data[args.split].select(base_rows)
+    except (FileNotFoundError, ValueError) as error:
+        parser.exit(2, f"error: {error}\n")
     report = paired_bootstrap(
         np.asarray(split["user_id"]), np.asarray(split["label"]), base_scores, cand_scores, args.resamples, args.seed
     )

@@ -2,6 +2,8 @@
 
 import argparse
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -47,3 +49,16 @@ def test_smoke_pipeline_runs_every_stage_and_reloads_identically(tmp_path, capsy
     card = (merged / "README.md").read_text()
     assert "MovieLens" not in card and "base_model" not in card.split("---")[1]  # local tiny LLM: no Hub id
     assert not [path.name for path in out.iterdir() if path.name.startswith(".")]  # no staging left behind
+
+    # The results script reads the finished stage: its valid_small scores as saved, the other half of valid scored
+    # from the export (and cached under a name that carries the rows).
+    script = Path(__file__).resolve().parents[1] / "scripts" / "ml1m_results.py"
+    command = [sys.executable, str(script), "--data", str(out / "data"), "--model", f"cie={merged.parent}",
+               "--model", f"MF={out / 'cf'}", "--compare", "cie:MF", "--other-half", "--resamples", "20",
+               "--out", str(tmp_path / "table.md")]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    row = next(line for line in result.stdout.splitlines() if line.startswith("| cie |")).split("|")
+    assert f"{results['stages']['cie']['eval_auc']:.4f}" == row[3].strip()
+    assert 0.0 <= float(row[-3]) <= 1.0 and result.stdout.count("| cie − MF |") == 2
+    assert len(list(merged.parent.glob("valid_rest_scores_*.npy"))) == 1

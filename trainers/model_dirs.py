@@ -81,13 +81,31 @@ def require_model_dir(model_dir, field: str, model_type: str | None = None, forb
     return config
 
 
-def read_eval_scores(run_dir, field: str) -> tuple[np.ndarray, np.ndarray]:
-    """``(rows [N], scores [N])`` of a finished ``cl3mrec train`` folder: the eval-split rows it scored
-    (``eval_rows.npy``) and its scores (``eval_scores.npy``); raise naming ``field`` when either is missing."""
+def evaluated_splits(run_dir) -> list[str]:
+    """The eval splits a finished ``cl3mrec train`` folder scored (the keys of its ``eval_results.json``; a folder
+    from before one-shape results keeps them in ``merged/eval_results.json``)."""
+    evaluated = list(json.loads((Path(run_dir) / "eval_results.json").read_text()))
+    if evaluated and all(key.startswith("eval_") for key in evaluated):
+        evaluated = list(json.loads((Path(run_dir) / "merged" / "eval_results.json").read_text()))
+    return evaluated
+
+
+def read_eval_scores(run_dir, field: str, split: str = "valid_small") -> tuple[np.ndarray, np.ndarray]:
+    """``(rows [N], scores [N])`` of a finished ``cl3mrec train`` folder: the rows of ``split`` it scored
+    (``eval_rows.npy``) and its scores (``eval_scores.npy``).
+
+    Raises:
+        FileNotFoundError: naming ``field`` when a file is missing (not a finished run).
+        ValueError: when the run scored another split than ``split``, so its rows index something else.
+    """
     run_dir = Path(run_dir)
-    missing = [name for name in ("eval_rows.npy", "eval_scores.npy") if not (run_dir / name).is_file()]
+    names = ("eval_results.json", "eval_rows.npy", "eval_scores.npy")
+    missing = [name for name in names if not (run_dir / name).is_file()]
     if missing:
         raise FileNotFoundError(f"{field}={run_dir}: no {' / '.join(missing)} (not a finished `cl3mrec train` folder)")
+    evaluated = evaluated_splits(run_dir)
+    if evaluated != [split]:
+        raise ValueError(f"{field}={run_dir}: scored {', '.join(evaluated) or 'nothing'}, not {split}")
     return np.load(run_dir / "eval_rows.npy"), np.load(run_dir / "eval_scores.npy")
 
 

@@ -1,0 +1,128 @@
+"""scripts/ml1m_results.py and scripts/paired_bootstrap.py: the results table and paired bootstraps of finished runs."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from data_scripts.io import load_dataset_dict
+from trainers.inference.metrics import ranking_report
+from trainers.inference.scoring import load_scorer
+
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+
+
+def run_script(name: str, *args):
+    command = [sys.executable, str(SCRIPTS / name), *map(str, args)]
+    return subprocess.run(command, capture_output=True, text=True, timeout=300)
+
+
+def fake_run(run: Path, rows: np.ndarray, scores: np.ndarray, split: str = "valid_small") -> Path:
+    """A folder shaped like a finished `cl3mrec train` output that scored ``rows`` of ``split``."""
+    run.mkdir(parents=True)
+    np.save(run / "eval_rows.npy", rows)
+    np.save(run / "eval_scores.npy", scores)
+    (run / "eval_results.json").write_text(json.dumps({split: {"auc": 0.5}}))
+    return run
+
+
+@pytest.fixture(scope="module")
+def setup(synthetic_data_dir, synthetic_mf_dir, tmp_path_factory):
+    """Two fake runs on every other valid_small row: MF's logits plus noise, and a noisier copy."""
+    data = load_dataset_dict(synthetic_data_dir)
+    small = data["valid_small"]
+    rows = np.arange(0, len(small), 2)
+    cf = load_scorer(synthetic_mf_dir).score(small)[rows]
+    noise = np.random.default_rng(0).normal(size=(2, len(rows)))
+    root = tmp_path_factory.mktemp("results")
+    runs = {"close": fake_run(root / "close", rows, cf + 0.2 * noise[0]),
+            "noisy": fake_run(root / "noisy", rows, cf + 2.0 * noise[1])}
+    return data, rows, cf, runs, root
+
+
+def table_row(stdout: str, name: str) -> list[str]:
+    line = next(line for line in stdout.splitlines() if line.startswith(f"| {name} |"))
+    return [cell.strip() for cell in line.split("|")[1:-1]]
+
+
+def cell(report: dict, key: str = "auc") -> str:
+    return f"{report[key]:.4f}"
+
+
+def test_cf_models_on_both_halves_of_valid(setup, synthetic_data_dir, synthetic_mf_dir, tmp_path):
+    data, *_ = setup
+    out = tmp_path / "table.md"
+    result = run_script(
+        "ml1m_results.py", "--data", synthetic_data_dir, "--model", f"MF={synthetic_mf_dir}",
+        "--model", f"MF twice={synthetic_mf_dir},{synthetic_mf_dir}", "--compare", "MF twice:MF",
+        "--other-half", "--resamples", "50", "--out", out,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    small_keys = set(zip(data["valid_small"]["user_id"], data["valid_small"]["item_id"], data["valid_small"]["timestamp"]))
+    keys = zip(data["valid"]["user_id"], data["valid"]["item_id"], data["valid"]["timestamp"])
+    rest = data["valid"].select([index for index, key in enumerate(keys) if key not in small_keys])
+    assert 0 < len(rest) < len(data["valid"])
+    scorer = load_scorer(synthetic_mf_dir)
+    small_report = ranking_report(data["valid_small"]["user_id"], data["valid_small"]["label"],
+                                  scorer.score(data["valid_small"]))
+    rest_report = ranking_report(rest["user_id"], rest["label"], scorer.score(rest))
+    cells = table_row(result.stdout, "MF")
+    assert cells[2] == cell(small_report) and cells[3] == cell(small_report, "uauc")
+    assert cells[-2:] == [cell(rest_report), cell(rest_report, "uauc")] != cells[2:4]
+    assert table_row(result.stdout, "MF twice")[1] == "2"
+    # one bootstrap per split; identical scores differ by exactly 0
+    assert result.stdout.count("| MF twice − MF | +0.0000 [+0.0000, +0.0000] | +0.0000 [+0.0000, +0.0000] |") == 2
+    assert f"the other half of valid ({len(rest)} rows)" in result.stdout
+    saved = json.loads(out.with_suffix(".json").read_text())
+    assert set(saved["comparisons"]) == {"valid_small", "valid_rest"}
+    assert out.read_text().strip() == result.stdout.strip()
+
+
+def test_llm_runs_and_cf_models_share_the_scored_rows(setup, synthetic_data_dir, synthetic_mf_dir, tmp_path):
+    data, rows, cf, runs, _ = setup
+    small = data["valid_small"].select(rows)
+    result = run_script(
+        "ml1m_results.py", "--data", synthetic_data_dir, "--model", f"MF={synthetic_mf_dir}",
+        "--model", f"close={runs['close']}", "--model", f"noisy={runs['noisy']}", "--compare", "close:noisy",
+        "--resamples", "50", "--out", tmp_path / "table.md",
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert f"valid_small: {len(rows)} rows" in result.stdout
+    for name, scores in (("MF", cf), ("close", np.load(runs["close"] / "eval_scores.npy"))):
+        report = ranking_report(small["user_id"], small["label"], scores)
+        assert table_row(result.stdout, name)[2:4] == [cell(report), cell(report, "uauc")]
+    assert "| close − noisy | +" in result.stdout
+
+
+def test_paired_bootstrap_matches_the_auc_difference(setup, synthetic_data_dir):
+    data, rows, _, runs, _ = setup
+    small = data["valid_small"].select(rows)
+    result = run_script("paired_bootstrap.py", "--baseline", runs["noisy"], "--candidate", runs["close"],
+                        "--data", synthetic_data_dir, "--resamples", "50")
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads(result.stdout)
+    aucs = {name: ranking_report(small["user_id"], small["label"], np.load(run / "eval_scores.npy"))["auc"]
+            for name, run in runs.items()}
+    assert report["auc"]["observed"] == pytest.approx(aucs["close"] - aucs["noisy"]) and report["auc"]["observed"] > 0
+
+
+def test_bad_runs_exit_2_with_one_line(setup, synthetic_data_dir, synthetic_mf_dir):
+    _, rows, cf, runs, root = setup
+    on_valid = fake_run(root / "on_valid", rows, cf, split="valid")
+    cases = [
+        ("ml1m_results.py", "--data", synthetic_data_dir, "--model", f"run={on_valid}", "--out", root / "x.md"),
+        ("ml1m_results.py", "--data", synthetic_data_dir, "--model", f"MF={synthetic_mf_dir}", "--compare", "MF:LGCN",
+         "--out", root / "x.md"),
+        ("paired_bootstrap.py", "--baseline", runs["close"], "--candidate", root / "missing", "--data", synthetic_data_dir),
+        ("paired_bootstrap.py", "--baseline", runs["close"], "--candidate", on_valid, "--data", synthetic_data_dir),
+    ]
+    expected = ["scored valid, not valid_small", "--compare names LGCN: not a --model name",
+                "not a finished `cl3mrec train` folder", "scored valid, not valid_small"]
+    for args, message in zip(cases, expected):
+        result = run_script(*args)
+        assert result.returncode == 2, (args, result.stderr[-2000:])
+        assert message in result.stderr and "Traceback" not in result.stderr
+        assert not (root / "x.md").exists()
