@@ -12,7 +12,6 @@ their training chose to trust them. A diagnostic, not a selection: nothing here 
 """
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
@@ -20,13 +19,13 @@ import numpy as np
 from data_scripts.io import load_dataset_dict
 from trainers.inference.metrics import ranking_report
 from trainers.inference.scoring import load_scorer
-from trainers.model_dirs import read_eval_scores
+from trainers.model_dirs import read_eval_results, read_eval_scores
 
 
 def fusion_weights(run: Path) -> tuple[float, float]:
     """`(a, w)`: the answer and CF-logit weights a weighted-fusion run was evaluated with."""
-    path = run / "eval_results.json"  # read_eval_scores has checked that the run scored valid_small
-    metrics = json.loads(path.read_text()).get("valid_small", {})
+    path = run / "eval_results.json"
+    metrics = read_eval_results(run, "--run").get("valid_small", {})
     if "fusion/answer_weight" not in metrics:
         raise ValueError(f"{path}: no fusion/answer_weight (not a `score_fusion: weighted` run)")
     if abs(metrics["fusion/answer_weight"]) < 1e-6:
@@ -41,18 +40,15 @@ def main() -> None:
     parser.add_argument("--run", action="append", required=True, help="a `cl3mrec train` output folder")
     parser.add_argument("--answer-weights", nargs="+", type=float, default=[0.0, 0.1, 0.2, 0.3, 0.4])
     args = parser.parse_args()
-    runs = []  # (run, rows [N], scores [N], a, w)
-    for run in map(Path, args.run):
-        try:
-            runs.append((run, *read_eval_scores(run, "--run"), *fusion_weights(run)))
-        except (FileNotFoundError, ValueError) as error:
-            parser.exit(2, f"error: {error}\n")
     if not Path(args.cf, "config.json").is_file():
         parser.exit(2, f"error: --cf {args.cf}: not a saved CF model (no config.json)\n")
+    runs = []  # (run, rows [N], scores [N], a, w)
     try:
         split = load_dataset_dict(args.data)["valid_small"]
-    except (FileNotFoundError, KeyError) as error:
-        parser.exit(2, f"error: --data {args.data}: {error}\n")
+        for run in map(Path, args.run):
+            runs.append((run, *read_eval_scores(run, "--run", num_rows=len(split)), *fusion_weights(run)))
+    except (OSError, ValueError) as error:
+        parser.exit(2, f"error: {error}\n")
 
     cf_logits = load_scorer(args.cf).score(split)
     labels, users = np.asarray(split["label"]), np.asarray(split["user_id"])

@@ -65,21 +65,17 @@ def main() -> None:
     args = parser.parse_args()
     if not args.run and not args.text_baseline:
         parser.exit(2, "error: nothing to compare: give --run and/or --text-baseline\n")
-    scorers = []  # (name, row indices into valid_small, scores [len(indices)])
-    for run in map(Path, args.run):
-        try:
-            scorers.append((run.name, *read_eval_scores(run, "--run")))
-        except (FileNotFoundError, ValueError) as error:
-            parser.exit(2, f"error: {error}\n")
     for item in args.cf:
         if "=" not in item or not Path(item.split("=", 1)[1], "config.json").is_file():
             parser.exit(2, f"error: --cf {item!r}: expected NAME=DIR of a saved CF model (DIR/config.json)\n")
+    scorers = []  # (name, row indices into valid_small, scores [len(indices)])
     try:
         data = load_dataset_dict(args.data)
-        split = data["valid_small"]
-        train = data["train"] if args.text_baseline else None
-    except (FileNotFoundError, KeyError) as error:
-        parser.exit(2, f"error: --data {args.data}: {error}\n")
+        split, train = data["valid_small"], data["train"]
+        for run in map(Path, args.run):
+            scorers.append((run.name, *read_eval_scores(run, "--run", num_rows=len(split))))
+    except (OSError, ValueError) as error:
+        parser.exit(2, f"error: {error}\n")
 
     for budget in args.text_baseline:
         try:

@@ -9,9 +9,10 @@ with paired user bootstraps on each.
 
 A model is one directory per seed: a saved CF model (scored here, in seconds) or a ``cl3mrec train`` output
 directory (valid_small scores from its ``eval_scores.npy``; every LLM run must have scored the same rows
-(``eval_rows.npy``), and the CF models are scored on those rows too; the other half of valid is scored from the
-run's ``merged/`` export and cached as ``valid_rest_scores_<rows hash>.npy``). Only valid data is read:
-the test split stays unseen. Writes a Markdown report and a JSON file beside it.
+(``eval_rows.npy``; ``eval_results.json`` must show it scored valid_small), and the CF models are scored on those
+rows too; the other half of valid is scored from the run's ``merged/`` export and cached in the run folder under a
+name that carries the rows and the export's weights). Only valid data is read: the test split stays unseen.
+Writes a Markdown report and a JSON file beside it. Bad arguments or runs exit with status 2 and one line.
 """
 
 import argparse
@@ -23,14 +24,16 @@ from pathlib import Path
 import numpy as np
 
 from data_scripts.io import load_dataset_dict
-from trainers.atomic_io import staging_file, write_json_atomic, write_text_atomic
+from trainers.atomic_io import require_writable_file, write_json_atomic, write_npy_atomic, write_text_atomic
 from trainers.inference.bootstrap import paired_bootstrap
 from trainers.inference.metrics import ranking_report
 from trainers.inference.scoring import load_scorer
-from trainers.model_dirs import read_eval_scores, read_model_config
+from trainers.model_dirs import read_eval_scores, read_model_config, require_model_dir, weights_fingerprint
 
 logger = logging.getLogger("ml1m_results")
-COLUMNS = (("auc", "AUC"), ("uauc", "UAUC"), ("warm.auc", "warm AUC"), ("cold.auc", "cold AUC"), ("warm.uauc", "warm UAUC"))
+COLUMNS = (
+    ("auc", "AUC"), ("uauc", "UAUC"), ("warm.auc", "warm AUC"), ("cold.auc", "cold AUC"), ("warm.uauc", "warm UAUC")
+)
 
 
 def other_half(valid, valid_small):
@@ -41,35 +44,54 @@ def other_half(valid, valid_small):
 
 
 def is_cf_model(run_dir: Path) -> bool:
-    return (run_dir / "config.json").is_file() and read_model_config(run_dir, "--model").get("model_type") == "cl3mrec_cf"
+    if not (run_dir / "config.json").is_file():
+        return False
+    return read_model_config(run_dir, "--model").get("model_type") == "cl3mrec_cf"
 
 
-def scored_rows(models: dict[str, list[Path]], num_rows: int) -> np.ndarray:
-    """The valid_small rows every LLM run scored (all rows when there is none); raise if the runs differ."""
-    rows = None
+def parse_arguments(parser, args) -> tuple[dict[str, list[Path]], list[tuple[str, str]]]:
+    """``({name: seed dirs}, [(candidate, baseline)])`` from ``--model`` / ``--compare``; exit 2 on a bad one."""
+    models = {}
+    for spec in args.model:
+        name, _, dirs = spec.partition("=")
+        models[name] = [Path(directory) for directory in dirs.split(",") if directory]
+        if not name or not models[name]:
+            parser.exit(2, f"error: --model {spec!r}: expected NAME=DIR[,DIR...]\n")
+    pairs = []
+    for spec in args.compare:
+        candidate, colon, baseline = spec.partition(":")
+        if not colon or candidate not in models or baseline not in models:
+            parser.exit(2, f"error: --compare {spec!r}: expected CANDIDATE:BASELINE, two of {', '.join(models)}\n")
+        if len(models[baseline]) not in (1, len(models[candidate])):
+            parser.exit(2, f"error: --compare {spec!r}: the baseline needs 1 seed or as many as the candidate "
+                           f"({len(models[baseline])} vs {len(models[candidate])})\n")
+        pairs.append((candidate, baseline))
+    return models, pairs
+
+
+def saved_scores(models: dict[str, list[Path]], num_rows: int, other_half_too: bool):
+    """``(rows, {run_dir: scores [N]})``: the valid_small rows every LLM run scored (all rows when there is none)
+    and each run's saved scores; raise if a run is not usable or the runs scored different rows."""
+    rows, scores = None, {}
     for run_dir in (d for dirs in models.values() for d in dirs if not is_cf_model(d)):
-        run_rows, _ = read_eval_scores(run_dir, "--model")
+        run_rows, scores[run_dir] = read_eval_scores(run_dir, "--model", num_rows=num_rows)
         if rows is not None and not np.array_equal(rows, run_rows):
-            raise ValueError(f"--model {run_dir}: scored other valid_small rows than the runs before it")
+            raise ValueError(f"--model={run_dir}: scored other valid_small rows than the runs before it")
+        if other_half_too:
+            require_model_dir(run_dir / "merged", "--model")
         rows = run_rows
-    return np.arange(num_rows) if rows is None else rows
+    return (np.arange(num_rows) if rows is None else rows), scores
 
 
-def split_scores(run_dir: Path, split_name: str, split) -> np.ndarray:
-    """Scores ``[N]`` of one run on one split (in row order)."""
-    if is_cf_model(run_dir):
-        return load_scorer(run_dir).score(split)
-    if split_name == "valid_small":
-        return read_eval_scores(run_dir, "--model")[1]
-    # The cache name carries the rows it scored, so another data folder or split never reuses it.
+def rest_scores(run_dir: Path, split_name: str, split) -> np.ndarray:
+    """Scores ``[N]`` of an LLM run's export on ``split``, cached in the run folder under a name that carries the
+    rows and the export's weights, so another data folder or a retrained model never reuses them."""
     columns = [list(split[column]) for column in ("user_id", "item_id", "timestamp")]
     rows = hashlib.sha256(json.dumps(columns).encode()).hexdigest()
-    cache = run_dir / f"{split_name}_scores_{rows[:12]}.npy"
+    cache = run_dir / f"{split_name}_scores_{rows[:12]}_{weights_fingerprint(run_dir / 'merged')[:12]}.npy"
     if not cache.is_file():
         logger.info("scoring %s on %d %s rows", run_dir, len(split), split_name)
-        scores = load_scorer(run_dir / "merged").score(split)
-        with staging_file(cache) as temporary, open(temporary, "wb") as handle:
-            np.save(handle, scores)
+        write_npy_atomic(cache, load_scorer(run_dir / "merged").score(split))
     return np.load(cache)
 
 
@@ -88,6 +110,10 @@ def mean_std(values: list) -> str:
     return f"{np.mean(values):.4f} ± {np.std(values, ddof=1):.4f}"
 
 
+def interval(report: dict) -> str:
+    return f"{report['observed']:+.4f} [{report['ci95'][0]:+.4f}, {report['ci95'][1]:+.4f}]"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", required=True, help="DatasetDict directory with valid and valid_small")
@@ -98,26 +124,26 @@ def main() -> None:
     parser.add_argument("--out", required=True, type=Path, help="Markdown report; a .json is written beside it")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-
-    models = {}
-    for spec in args.model:
-        name, _, dirs = spec.partition("=")
-        models[name] = [Path(directory) for directory in dirs.split(",") if directory]
-    pairs = [spec.partition(":")[::2] for spec in args.compare]
-    unknown = sorted({name for pair in pairs for name in pair} - set(models))
-    if unknown:
-        parser.exit(2, f"error: --compare names {', '.join(unknown)}: not a --model name ({', '.join(models)})\n")
+    models, pairs = parse_arguments(parser, args)
     try:
+        if args.out.suffix == ".json":
+            raise ValueError(f"--out={args.out}: name the Markdown report; the .json is written beside it")
+        for path in (args.out, args.out.with_suffix(".json")):
+            require_writable_file(path, "--out")
         data = load_dataset_dict(args.data)
-        splits = {"valid_small": data["valid_small"].select(scored_rows(models, len(data["valid_small"])))}
-        if args.other_half:
-            splits["valid_rest"] = other_half(data["valid"], data["valid_small"])
-        scores = {
-            split: {name: [split_scores(d, split, rows) for d in dirs] for name, dirs in models.items()}
-            for split, rows in splits.items()
-        }
-    except (FileNotFoundError, ValueError) as error:
+        rows, saved = saved_scores(models, len(data["valid_small"]), args.other_half)
+    except (OSError, ValueError) as error:
         parser.exit(2, f"error: {error}\n")
+    splits = {"valid_small": data["valid_small"].select(rows)}
+    if args.other_half:
+        splits["valid_rest"] = other_half(data["valid"], data["valid_small"])
+
+    def scores_of(run_dir: Path, split_name: str) -> np.ndarray:
+        if is_cf_model(run_dir):
+            return load_scorer(run_dir).score(splits[split_name])
+        return saved[run_dir] if split_name == "valid_small" else rest_scores(run_dir, split_name, splits[split_name])
+
+    scores = {split: {name: [scores_of(d, split) for d in dirs] for name, dirs in models.items()} for split in splits}
     reports = {
         split: {
             name: [ranking_report(rows["user_id"], rows["label"], seed_scores, rows["warm"]) for seed_scores in runs]
@@ -137,30 +163,33 @@ def main() -> None:
     }
 
     small = splits["valid_small"]
+    rest_columns = 2 if args.other_half else 0
     lines = [
         f"valid_small: {len(small)} rows, {len(set(small['user_id']))} users; mean ± std over seeds (n per row).",
         "",
         "| model | seeds | " + " | ".join(title for _, title in COLUMNS)
         + (" | other half AUC | other half UAUC |" if args.other_half else " |"),
-        "| --- | --- |" + " --- |" * (len(COLUMNS) + (2 if args.other_half else 0)),
+        "| --- | --- |" + " --- |" * (len(COLUMNS) + rest_columns),
     ]
     for name in models:
         cells = [mean_std([lookup(report, key) for report in reports["valid_small"][name]]) for key, _ in COLUMNS]
         if args.other_half:
-            cells += [mean_std([lookup(report, key) for report in reports["valid_rest"][name]]) for key in ("auc", "uauc")]
+            rest = reports["valid_rest"][name]
+            cells += [mean_std([lookup(report, key) for report in rest]) for key in ("auc", "uauc")]
         lines.append(f"| {name} | {len(models[name])} | " + " | ".join(cells) + " |")
     for split, split_comparisons in comparisons.items():
         if not split_comparisons:
             continue
         where = "valid_small" if split == "valid_small" else f"the other half of valid ({len(splits[split])} rows)"
-        lines += ["", f"Paired user bootstrap on {where} ({args.resamples} resamples; difference averaged over seed pairs):"]
-        lines += ["", "| candidate − baseline | AUC diff [95% CI] | UAUC diff [95% CI] |", "| --- | --- | --- |"]
+        lines += ["", f"Paired user bootstrap on {where} ({args.resamples} resamples; "
+                      "difference averaged over seed pairs):", ""]
+        lines += ["| candidate − baseline | AUC diff [95% CI] | UAUC diff [95% CI] |", "| --- | --- | --- |"]
         for spec, report in split_comparisons.items():
-            cells = [f"{report[m]['observed']:+.4f} [{report[m]['ci95'][0]:+.4f}, {report[m]['ci95'][1]:+.4f}]" for m in ("auc", "uauc")]
-            lines.append(f"| {spec.replace(':', ' − ')} | " + " | ".join(cells) + " |")
+            lines.append(f"| {spec.replace(':', ' − ')} | {interval(report['auc'])} | {interval(report['uauc'])} |")
     write_text_atomic(args.out, "\n".join(lines) + "\n")
-    write_json_atomic(args.out.with_suffix(".json"), {"models": {n: [str(d) for d in ds] for n, ds in models.items()},
-                                                       "reports": reports, "comparisons": comparisons})
+    saved_models = {name: [str(run_dir) for run_dir in dirs] for name, dirs in models.items()}
+    write_json_atomic(args.out.with_suffix(".json"),
+                      {"models": saved_models, "reports": reports, "comparisons": comparisons})
     print("\n".join(lines))
 
 

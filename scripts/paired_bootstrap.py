@@ -2,10 +2,13 @@
 
     python scripts/paired_bootstrap.py --baseline runs/ml1m/collm_cie --candidate runs/ml1m/cl3mrec_cie \
         --data runs/ml1m/data
-    python scripts/paired_bootstrap.py --baseline runs/ml1m/collm_cie_s{0,1,2} --candidate runs/ml1m/cl3mrec_cie_s{0,1,2} ...
+    python scripts/paired_bootstrap.py --baseline runs/ml1m/collm_cie_s{0,1,2} \
+        --candidate runs/ml1m/cl3mrec_cie_s{0,1,2} --data runs/ml1m/data
 
-Each run directory holds ``eval_scores.npy`` and ``eval_rows.npy`` (written by ``cl3mrec train``). Several
-directories per side are seeds: the difference is averaged over seed pairs (``trainers.inference.bootstrap``).
+Each run directory is a finished ``cl3mrec train`` folder: ``eval_results.json`` (which split it scored),
+``eval_rows.npy`` and ``eval_scores.npy``. Several directories per side are seeds: the difference is averaged over
+seed pairs (``trainers.inference.bootstrap``); the baseline has one seed or as many as the candidate. Bad runs or
+arguments exit with status 2 and one line.
 """
 
 import argparse
@@ -19,12 +22,12 @@ from trainers.inference.bootstrap import paired_bootstrap
 from trainers.model_dirs import read_eval_scores
 
 
-def load_runs(run_dirs: list[Path], field: str, split: str) -> tuple[list[np.ndarray], np.ndarray]:
+def load_runs(run_dirs: list[Path], field: str, split: str, num_rows: int) -> tuple[list[np.ndarray], np.ndarray]:
     """Scores of each run and the rows of ``split`` they share; raise if a run is not finished, scored another
-    split, or scored other rows than the first."""
+    split or data folder, or scored other rows than the first."""
     scores, rows = [], None
     for run_dir in run_dirs:
-        run_rows, run_scores = read_eval_scores(run_dir, field, split)
+        run_rows, run_scores = read_eval_scores(run_dir, field, split, num_rows)
         if rows is not None and not np.array_equal(rows, run_rows):
             raise ValueError(f"{field}={run_dir}: scored other {split} rows than {run_dirs[0]}")
         rows = run_rows
@@ -42,17 +45,21 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
+    if len(args.baseline) not in (1, len(args.candidate)):
+        parser.exit(2, f"error: --baseline: give 1 run or one per --candidate seed ({len(args.candidate)}), "
+                       f"not {len(args.baseline)}\n")
     try:
-        base_scores, base_rows = load_runs(args.baseline, "--baseline", args.split)
-        cand_scores, cand_rows = load_runs(args.candidate, "--candidate", args.split)
-        if not np.array_equal(base_rows, cand_rows):
-            raise ValueError(f"the baseline and candidate runs scored different {args.split} rows")
         data = load_dataset_dict(args.data)
         if args.split not in data:
-            raise ValueError(f"--data {args.data}: no {args.split} split (has {', '.join(data)})")
-        split = data[args.split].select(base_rows)
-    except (FileNotFoundError, ValueError) as error:
+            raise ValueError(f"--data={args.data}: no {args.split} split (has {', '.join(data)})")
+        num_rows = len(data[args.split])
+        base_scores, base_rows = load_runs(args.baseline, "--baseline", args.split, num_rows)
+        cand_scores, cand_rows = load_runs(args.candidate, "--candidate", args.split, num_rows)
+        if not np.array_equal(base_rows, cand_rows):
+            raise ValueError(f"the baseline and candidate runs scored different {args.split} rows")
+    except (OSError, ValueError) as error:
         parser.exit(2, f"error: {error}\n")
+    split = data[args.split].select(base_rows)
     report = paired_bootstrap(
         np.asarray(split["user_id"]), np.asarray(split["label"]), base_scores, cand_scores, args.resamples, args.seed
     )

@@ -64,5 +64,5 @@ def test_rejects_a_run_without_a_weighted_fusion(synthetic_data_dir, synthetic_m
     result = run_script("--data", synthetic_data_dir, "--cf", synthetic_mf_dir, "--run", plain)
     assert result.returncode == 2 and "not a `score_fusion: weighted` run" in result.stderr
     result = run_script("--data", synthetic_data_dir, "--cf", synthetic_mf_dir, "--run", tmp_path / "missing")
-    assert result.returncode == 2 and "not a finished `cl3mrec train` folder" in result.stderr
+    assert result.returncode == 2 and "missing: no such folder" in result.stderr
     assert "Traceback" not in result.stderr

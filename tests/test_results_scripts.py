@@ -31,7 +31,8 @@ def fake_run(run: Path, rows: np.ndarray, scores: np.ndarray, split: str = "vali
 
 @pytest.fixture(scope="module")
 def setup(synthetic_data_dir, synthetic_mf_dir, tmp_path_factory):
-    """Two fake runs on every other valid_small row: MF's logits plus noise, and a noisier copy."""
+    """Fake runs on every other valid_small row: MF's logits plus noise, a noisier copy, and ``exported``: MF's
+    logits plus noise, with MF itself as its ``merged/`` export (so its other-half scores are MF's)."""
     data = load_dataset_dict(synthetic_data_dir)
     small = data["valid_small"]
     rows = np.arange(0, len(small), 2)
@@ -40,6 +41,8 @@ def setup(synthetic_data_dir, synthetic_mf_dir, tmp_path_factory):
     root = tmp_path_factory.mktemp("results")
     runs = {"close": fake_run(root / "close", rows, cf + 0.2 * noise[0]),
             "noisy": fake_run(root / "noisy", rows, cf + 2.0 * noise[1])}
+    runs["exported"] = fake_run(root / "exported", rows, cf + 0.5 * noise[1])
+    (runs["exported"] / "merged").symlink_to(synthetic_mf_dir, target_is_directory=True)
     return data, rows, cf, runs, root
 
 
@@ -52,6 +55,13 @@ def cell(report: dict, key: str = "auc") -> str:
     return f"{report[key]:.4f}"
 
 
+def other_half_rows(data):
+    small = data["valid_small"]
+    small_keys = set(zip(small["user_id"], small["item_id"], small["timestamp"]))
+    keys = zip(data["valid"]["user_id"], data["valid"]["item_id"], data["valid"]["timestamp"])
+    return data["valid"].select([index for index, key in enumerate(keys) if key not in small_keys])
+
+
 def test_cf_models_on_both_halves_of_valid(setup, synthetic_data_dir, synthetic_mf_dir, tmp_path):
     data, *_ = setup
     out = tmp_path / "table.md"
@@ -61,9 +71,7 @@ def test_cf_models_on_both_halves_of_valid(setup, synthetic_data_dir, synthetic_
         "--other-half", "--resamples", "50", "--out", out,
     )
     assert result.returncode == 0, result.stderr[-2000:]
-    small_keys = set(zip(data["valid_small"]["user_id"], data["valid_small"]["item_id"], data["valid_small"]["timestamp"]))
-    keys = zip(data["valid"]["user_id"], data["valid"]["item_id"], data["valid"]["timestamp"])
-    rest = data["valid"].select([index for index, key in enumerate(keys) if key not in small_keys])
+    rest = other_half_rows(data)
     assert 0 < len(rest) < len(data["valid"])
     scorer = load_scorer(synthetic_mf_dir)
     small_report = ranking_report(data["valid_small"]["user_id"], data["valid_small"]["label"],
@@ -73,12 +81,26 @@ def test_cf_models_on_both_halves_of_valid(setup, synthetic_data_dir, synthetic_
     assert cells[2] == cell(small_report) and cells[3] == cell(small_report, "uauc")
     assert cells[-2:] == [cell(rest_report), cell(rest_report, "uauc")] != cells[2:4]
     assert table_row(result.stdout, "MF twice")[1] == "2"
-    # one bootstrap per split; identical scores differ by exactly 0
-    assert result.stdout.count("| MF twice − MF | +0.0000 [+0.0000, +0.0000] | +0.0000 [+0.0000, +0.0000] |") == 2
-    assert f"the other half of valid ({len(rest)} rows)" in result.stdout
     saved = json.loads(out.with_suffix(".json").read_text())
     assert set(saved["comparisons"]) == {"valid_small", "valid_rest"}
     assert out.read_text().strip() == result.stdout.strip()
+
+
+def test_an_llm_run_is_scored_on_the_other_half_from_its_export(setup, synthetic_data_dir, synthetic_mf_dir, tmp_path):
+    data, _, _, runs, _ = setup
+    args = ["ml1m_results.py", "--data", synthetic_data_dir, "--model", f"MF={synthetic_mf_dir}",
+            "--model", f"run={runs['exported']}", "--compare", "run:MF", "--other-half", "--resamples", "50"]
+    result = run_script(*args, "--out", tmp_path / "table.md")
+    assert result.returncode == 0, result.stderr[-2000:]
+    small_diff, rest_diff = [line for line in result.stdout.splitlines() if line.startswith("| run − MF |")]
+    assert rest_diff == "| run − MF | +0.0000 [+0.0000, +0.0000] | +0.0000 [+0.0000, +0.0000] |" != small_diff
+    assert f"the other half of valid ({len(other_half_rows(data))} rows)" in result.stdout
+    assert table_row(result.stdout, "run")[-2:] == table_row(result.stdout, "MF")[-2:]
+    (cache,) = runs["exported"].glob("valid_rest_scores_*.npy")
+    np.save(cache, np.zeros(len(other_half_rows(data))))  # a second call reads the cache, not the export
+    again = run_script(*args, "--out", tmp_path / "again.md")
+    assert again.returncode == 0 and table_row(again.stdout, "run")[-2:] == ["0.5000", "0.5000"]
+    cache.unlink()
 
 
 def test_llm_runs_and_cf_models_share_the_scored_rows(setup, synthetic_data_dir, synthetic_mf_dir, tmp_path):
@@ -109,20 +131,36 @@ def test_paired_bootstrap_matches_the_auc_difference(setup, synthetic_data_dir):
     assert report["auc"]["observed"] == pytest.approx(aucs["close"] - aucs["noisy"]) and report["auc"]["observed"] > 0
 
 
-def test_bad_runs_exit_2_with_one_line(setup, synthetic_data_dir, synthetic_mf_dir):
-    _, rows, cf, runs, root = setup
-    on_valid = fake_run(root / "on_valid", rows, cf, split="valid")
-    cases = [
-        ("ml1m_results.py", "--data", synthetic_data_dir, "--model", f"run={on_valid}", "--out", root / "x.md"),
-        ("ml1m_results.py", "--data", synthetic_data_dir, "--model", f"MF={synthetic_mf_dir}", "--compare", "MF:LGCN",
-         "--out", root / "x.md"),
-        ("paired_bootstrap.py", "--baseline", runs["close"], "--candidate", root / "missing", "--data", synthetic_data_dir),
-        ("paired_bootstrap.py", "--baseline", runs["close"], "--candidate", on_valid, "--data", synthetic_data_dir),
-    ]
-    expected = ["scored valid, not valid_small", "--compare names LGCN: not a --model name",
-                "not a finished `cl3mrec train` folder", "scored valid, not valid_small"]
-    for args, message in zip(cases, expected):
+def test_bad_runs_and_arguments_exit_2_with_one_line(setup, synthetic_data_dir, synthetic_mf_dir, tmp_path):
+    _, rows, cf, runs, _ = setup
+    on_valid = fake_run(tmp_path / "on_valid", rows, cf, split="valid")
+    beyond = fake_run(tmp_path / "beyond", rows + 10_000, cf)
+    data, mf, close, out = synthetic_data_dir, f"MF={synthetic_mf_dir}", runs["close"], tmp_path / "x.md"
+    cases = {
+        "scored valid, not valid_small": ("ml1m_results.py", "--data", data, "--model", f"run={on_valid}",
+                                          "--out", out),
+        "scored another data folder": ("ml1m_results.py", "--data", data, "--model", f"run={beyond}", "--out", out),
+        "no such dataset directory": ("ml1m_results.py", "--data", tmp_path / "nope", "--model", mf, "--out", out),
+        "expected CANDIDATE:BASELINE, two of MF": ("ml1m_results.py", "--data", data, "--model", mf,
+                                                   "--compare", "MF:LGCN", "--out", out),
+        "the baseline needs 1 seed or as many": ("ml1m_results.py", "--data", data, "--model", f"one={close}",
+                                                 "--model", f"two={close},{close}", "--compare", "one:two",
+                                                 "--out", out),
+        "name the Markdown report": ("ml1m_results.py", "--data", data, "--model", mf, "--out", tmp_path / "x.json"),
+        "not a finished `cl3mrec train` folder": ("paired_bootstrap.py", "--baseline", close, "--candidate",
+                                                  tmp_path, "--data", data),
+        "no such folder": ("paired_bootstrap.py", "--baseline", close, "--candidate", tmp_path / "nope",
+                           "--data", data),
+        "scored valid, not valid_small ": ("paired_bootstrap.py", "--baseline", close, "--candidate", on_valid,
+                                           "--data", data),
+        "no nope split": ("paired_bootstrap.py", "--baseline", close, "--candidate", close, "--data", data,
+                          "--split", "nope"),
+        "give 1 run or one per --candidate seed": ("paired_bootstrap.py", "--baseline", close, close, close,
+                                                   "--candidate", close, close, "--data", data),
+    }
+    for message, args in cases.items():
         result = run_script(*args)
+        lines = result.stderr.strip().splitlines()
         assert result.returncode == 2, (args, result.stderr[-2000:])
-        assert message in result.stderr and "Traceback" not in result.stderr
-        assert not (root / "x.md").exists()
+        assert len(lines) == 1 and lines[0].startswith("error:") and message.strip() in lines[0], (args, lines)
+    assert not list(tmp_path.glob("x.*"))

@@ -81,32 +81,58 @@ def require_model_dir(model_dir, field: str, model_type: str | None = None, forb
     return config
 
 
-def evaluated_splits(run_dir) -> list[str]:
-    """The eval splits a finished ``cl3mrec train`` folder scored (the keys of its ``eval_results.json``; a folder
-    from before one-shape results keeps them in ``merged/eval_results.json``)."""
-    evaluated = list(json.loads((Path(run_dir) / "eval_results.json").read_text()))
-    if evaluated and all(key.startswith("eval_") for key in evaluated):
-        evaluated = list(json.loads((Path(run_dir) / "merged" / "eval_results.json").read_text()))
-    return evaluated
+def _results_file(path: Path, field: str, run_dir: Path) -> dict:
+    try:
+        results = json.loads(path.read_text())
+    except OSError:
+        raise FileNotFoundError(
+            f"{field}={run_dir}: no {path.relative_to(run_dir)} (not a finished `cl3mrec train` folder)"
+        ) from None
+    except ValueError as error:
+        raise ValueError(f"{path}: not valid JSON ({error})") from None
+    if not isinstance(results, dict):
+        raise ValueError(f"{path}: expected a JSON object of eval split -> metrics")
+    return results
 
 
-def read_eval_scores(run_dir, field: str, split: str = "valid_small") -> tuple[np.ndarray, np.ndarray]:
+def read_eval_results(run_dir, field: str) -> dict:
+    """``{split: metrics}`` of a finished ``cl3mrec train`` folder (its ``eval_results.json``; a folder from before
+    one-shape results keeps them in ``merged/eval_results.json``); raise naming ``field`` when absent or bad."""
+    run_dir = Path(run_dir)
+    results = _results_file(run_dir / "eval_results.json", field, run_dir)
+    if results and all(key.startswith("eval_") for key in results):
+        results = _results_file(run_dir / "merged" / "eval_results.json", field, run_dir)
+    return results
+
+
+def read_eval_scores(run_dir, field: str, split: str = "valid_small", num_rows: int | None = None):
     """``(rows [N], scores [N])`` of a finished ``cl3mrec train`` folder: the rows of ``split`` it scored
     (``eval_rows.npy``) and its scores (``eval_scores.npy``).
 
+    Args:
+        num_rows: the length of ``split`` in the data the caller reads; rows beyond it are refused.
+
     Raises:
-        FileNotFoundError: naming ``field`` when a file is missing (not a finished run).
-        ValueError: when the run scored another split than ``split``, so its rows index something else.
+        FileNotFoundError: naming ``field`` when the folder or a file is missing (not a finished run).
+        ValueError: when the run scored another split than ``split`` (its rows index something else), or its
+            rows and scores do not fit each other or ``num_rows``.
     """
     run_dir = Path(run_dir)
-    names = ("eval_results.json", "eval_rows.npy", "eval_scores.npy")
-    missing = [name for name in names if not (run_dir / name).is_file()]
-    if missing:
-        raise FileNotFoundError(f"{field}={run_dir}: no {' / '.join(missing)} (not a finished `cl3mrec train` folder)")
-    evaluated = evaluated_splits(run_dir)
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"{field}={run_dir}: no such folder")
+    evaluated = list(read_eval_results(run_dir, field))
     if evaluated != [split]:
         raise ValueError(f"{field}={run_dir}: scored {', '.join(evaluated) or 'nothing'}, not {split}")
-    return np.load(run_dir / "eval_rows.npy"), np.load(run_dir / "eval_scores.npy")
+    missing = [name for name in ("eval_rows.npy", "eval_scores.npy") if not (run_dir / name).is_file()]
+    if missing:
+        raise FileNotFoundError(f"{field}={run_dir}: no {' / '.join(missing)} (not a finished `cl3mrec train` folder)")
+    rows, scores = np.load(run_dir / "eval_rows.npy"), np.load(run_dir / "eval_scores.npy")
+    if rows.shape != scores.shape or rows.ndim != 1:
+        raise ValueError(f"{field}={run_dir}: eval_rows.npy {rows.shape} and eval_scores.npy {scores.shape} differ")
+    if num_rows is not None and len(rows) and (rows.min() < 0 or rows.max() >= num_rows):
+        raise ValueError(f"{field}={run_dir}: scored {split} rows up to {rows.max()}, but the data's {split} has "
+                         f"{num_rows}: scored another data folder")
+    return rows, scores
 
 
 def weights_fingerprint(model_dir) -> str:
