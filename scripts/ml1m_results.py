@@ -25,10 +25,10 @@ import numpy as np
 
 from data_scripts.io import load_dataset_dict
 from trainers.atomic_io import require_writable_file, write_json_atomic, write_npy_atomic, write_text_atomic
-from trainers.inference.bootstrap import paired_bootstrap
+from trainers.inference.bootstrap import check_seed_counts, paired_bootstrap
 from trainers.inference.metrics import ranking_report
 from trainers.inference.scoring import load_scorer
-from trainers.model_dirs import read_eval_scores, read_model_config, require_model_dir, weights_fingerprint
+from trainers.model_dirs import read_model_config, read_shared_eval_scores, require_model_dir, weights_fingerprint
 
 logger = logging.getLogger("ml1m_results")
 COLUMNS = (
@@ -62,25 +62,22 @@ def parse_arguments(parser, args) -> tuple[dict[str, list[Path]], list[tuple[str
         candidate, colon, baseline = spec.partition(":")
         if not colon or candidate not in models or baseline not in models:
             parser.exit(2, f"error: --compare {spec!r}: expected CANDIDATE:BASELINE, two of {', '.join(models)}\n")
-        if len(models[baseline]) not in (1, len(models[candidate])):
-            parser.exit(2, f"error: --compare {spec!r}: the baseline needs 1 seed or as many as the candidate "
-                           f"({len(models[baseline])} vs {len(models[candidate])})\n")
+        try:
+            check_seed_counts(len(models[baseline]), len(models[candidate]))
+        except ValueError as error:
+            parser.exit(2, f"error: --compare {spec!r}: {error}\n")
         pairs.append((candidate, baseline))
     return models, pairs
 
 
-def saved_scores(models: dict[str, list[Path]], num_rows: int, other_half_too: bool):
+def saved_scores(llm_runs: list[Path], num_rows: int, other_half_too: bool):
     """``(rows, {run_dir: scores [N]})``: the valid_small rows every LLM run scored (all rows when there is none)
     and each run's saved scores; raise if a run is not usable or the runs scored different rows."""
-    rows, scores = None, {}
-    for run_dir in (d for dirs in models.values() for d in dirs if not is_cf_model(d)):
-        run_rows, scores[run_dir] = read_eval_scores(run_dir, "--model", num_rows=num_rows)
-        if rows is not None and not np.array_equal(rows, run_rows):
-            raise ValueError(f"--model={run_dir}: scored other valid_small rows than the runs before it")
-        if other_half_too:
+    rows, scores = read_shared_eval_scores(llm_runs, "--model", num_rows=num_rows)
+    if other_half_too:
+        for run_dir in llm_runs:
             require_model_dir(run_dir / "merged", "--model")
-        rows = run_rows
-    return (np.arange(num_rows) if rows is None else rows), scores
+    return (np.arange(num_rows) if rows is None else rows), dict(zip(llm_runs, scores))
 
 
 def rest_scores(run_dir: Path, split_name: str, split) -> np.ndarray:
@@ -130,20 +127,24 @@ def main() -> None:
             raise ValueError(f"--out={args.out}: name the Markdown report; the .json is written beside it")
         for path in (args.out, args.out.with_suffix(".json")):
             require_writable_file(path, "--out")
+        folders = list(dict.fromkeys(run_dir for dirs in models.values() for run_dir in dirs))  # each once
+        cf_models = {run_dir for run_dir in folders if is_cf_model(run_dir)}
+        llm_runs = [run_dir for run_dir in folders if run_dir not in cf_models]
         data = load_dataset_dict(args.data)
-        rows, saved = saved_scores(models, len(data["valid_small"]), args.other_half)
+        rows, saved = saved_scores(llm_runs, len(data["valid_small"]), args.other_half)
     except (OSError, ValueError) as error:
         parser.exit(2, f"error: {error}\n")
     splits = {"valid_small": data["valid_small"].select(rows)}
     if args.other_half:
         splits["valid_rest"] = other_half(data["valid"], data["valid_small"])
 
-    def scores_of(run_dir: Path, split_name: str) -> np.ndarray:
-        if is_cf_model(run_dir):
+    def run_scores(run_dir: Path, split_name: str) -> np.ndarray:
+        if run_dir in cf_models:
             return load_scorer(run_dir).score(splits[split_name])
         return saved[run_dir] if split_name == "valid_small" else rest_scores(run_dir, split_name, splits[split_name])
 
-    scores = {split: {name: [scores_of(d, split) for d in dirs] for name, dirs in models.items()} for split in splits}
+    by_folder = {split: {run_dir: run_scores(run_dir, split) for run_dir in folders} for split in splits}
+    scores = {split: {name: [by_folder[split][d] for d in dirs] for name, dirs in models.items()} for split in splits}
     reports = {
         split: {
             name: [ranking_report(rows["user_id"], rows["label"], seed_scores, rows["warm"]) for seed_scores in runs]

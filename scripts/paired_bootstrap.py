@@ -18,21 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from data_scripts.io import load_dataset_dict
-from trainers.inference.bootstrap import paired_bootstrap
-from trainers.model_dirs import read_eval_scores
-
-
-def load_runs(run_dirs: list[Path], field: str, split: str, num_rows: int) -> tuple[list[np.ndarray], np.ndarray]:
-    """Scores of each run and the rows of ``split`` they share; raise if a run is not finished, scored another
-    split or data folder, or scored other rows than the first."""
-    scores, rows = [], None
-    for run_dir in run_dirs:
-        run_rows, run_scores = read_eval_scores(run_dir, field, split, num_rows)
-        if rows is not None and not np.array_equal(rows, run_rows):
-            raise ValueError(f"{field}={run_dir}: scored other {split} rows than {run_dirs[0]}")
-        rows = run_rows
-        scores.append(run_scores)
-    return scores, rows
+from trainers.inference.bootstrap import check_seed_counts, paired_bootstrap
+from trainers.model_dirs import read_shared_eval_scores
 
 
 def main() -> None:
@@ -45,16 +32,14 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
-    if len(args.baseline) not in (1, len(args.candidate)):
-        parser.exit(2, f"error: --baseline: give 1 run or one per --candidate seed ({len(args.candidate)}), "
-                       f"not {len(args.baseline)}\n")
     try:
+        check_seed_counts(len(args.baseline), len(args.candidate))
         data = load_dataset_dict(args.data)
         if args.split not in data:
             raise ValueError(f"--data={args.data}: no {args.split} split (has {', '.join(data)})")
         num_rows = len(data[args.split])
-        base_scores, base_rows = load_runs(args.baseline, "--baseline", args.split, num_rows)
-        cand_scores, cand_rows = load_runs(args.candidate, "--candidate", args.split, num_rows)
+        base_rows, base_scores = read_shared_eval_scores(args.baseline, "--baseline", args.split, num_rows)
+        cand_rows, cand_scores = read_shared_eval_scores(args.candidate, "--candidate", args.split, num_rows)
         if not np.array_equal(base_rows, cand_rows):
             raise ValueError(f"the baseline and candidate runs scored different {args.split} rows")
     except (OSError, ValueError) as error:

@@ -50,8 +50,8 @@ def test_smoke_pipeline_runs_every_stage_and_reloads_identically(tmp_path, capsy
     assert "MovieLens" not in card and "base_model" not in card.split("---")[1]  # local tiny LLM: no Hub id
     assert not [path.name for path in out.iterdir() if path.name.startswith(".")]  # no staging left behind
 
-    # The results script reads the finished stage: its valid_small scores as saved, the other half of valid scored
-    # from the export (and cached under a name that carries the rows).
+    # The results script reads the finished stage: its valid_small scores as saved, the other half of valid
+    # scored from the export (and cached under a name that carries the rows and the export's weights).
     script = Path(__file__).resolve().parents[1] / "scripts" / "ml1m_results.py"
     command = [sys.executable, str(script), "--data", str(out / "data"), "--model", f"cie={merged.parent}",
                "--model", f"MF={out / 'cf'}", "--compare", "cie:MF", "--other-half", "--resamples", "20",

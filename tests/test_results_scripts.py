@@ -143,9 +143,9 @@ def test_bad_runs_and_arguments_exit_2_with_one_line(setup, synthetic_data_dir, 
         "no such dataset directory": ("ml1m_results.py", "--data", tmp_path / "nope", "--model", mf, "--out", out),
         "expected CANDIDATE:BASELINE, two of MF": ("ml1m_results.py", "--data", data, "--model", mf,
                                                    "--compare", "MF:LGCN", "--out", out),
-        "the baseline needs 1 seed or as many": ("ml1m_results.py", "--data", data, "--model", f"one={close}",
-                                                 "--model", f"two={close},{close}", "--compare", "one:two",
-                                                 "--out", out),
+        "the baseline needs 1 seed or as many as the candidate (1), got 2": (
+            "ml1m_results.py", "--data", data, "--model", f"one={close}", "--model", f"two={close},{close}",
+            "--compare", "one:two", "--out", out),
         "name the Markdown report": ("ml1m_results.py", "--data", data, "--model", mf, "--out", tmp_path / "x.json"),
         "not a finished `cl3mrec train` folder": ("paired_bootstrap.py", "--baseline", close, "--candidate",
                                                   tmp_path, "--data", data),
@@ -155,8 +155,8 @@ def test_bad_runs_and_arguments_exit_2_with_one_line(setup, synthetic_data_dir, 
                                            "--data", data),
         "no nope split": ("paired_bootstrap.py", "--baseline", close, "--candidate", close, "--data", data,
                           "--split", "nope"),
-        "give 1 run or one per --candidate seed": ("paired_bootstrap.py", "--baseline", close, close, close,
-                                                   "--candidate", close, close, "--data", data),
+        "the baseline needs 1 seed or as many as the candidate (2), got 3": (
+            "paired_bootstrap.py", "--baseline", close, close, close, "--candidate", close, close, "--data", data),
     }
     for message, args in cases.items():
         result = run_script(*args)

@@ -135,6 +135,19 @@ def read_eval_scores(run_dir, field: str, split: str = "valid_small", num_rows: 
     return rows, scores
 
 
+def read_shared_eval_scores(run_dirs, field: str, split: str = "valid_small", num_rows: int | None = None):
+    """``(rows [N], [scores [N] per run])`` of runs that scored the same rows of ``split`` (:func:`read_eval_scores`
+    for each); raise ``ValueError`` naming the first run whose rows differ from the runs before it."""
+    rows, scores = None, []
+    for run_dir in run_dirs:
+        run_rows, run_scores = read_eval_scores(run_dir, field, split, num_rows)
+        if rows is not None and not np.array_equal(rows, run_rows):
+            raise ValueError(f"{field}={run_dir}: scored other {split} rows than the runs before it")
+        rows = run_rows
+        scores.append(run_scores)
+    return rows, scores
+
+
 def weights_fingerprint(model_dir) -> str:
     """SHA-256 over the names and bytes of ``model_dir``'s weight files: changes whenever the weights do, even
     when a new model is saved at the same path."""

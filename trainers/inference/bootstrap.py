@@ -13,6 +13,15 @@ from .metrics import auc, uauc
 METRICS = ("auc", "uauc")
 
 
+def check_seed_counts(baseline: int, candidate: int) -> None:
+    """Raise ``ValueError`` unless ``baseline`` seeds can pair with ``candidate`` seeds: one baseline (paired with
+    every candidate seed) or as many as the candidate."""
+    if not candidate or baseline not in (1, candidate):
+        raise ValueError(
+            f"the baseline needs 1 seed or as many as the candidate ({candidate}), got {baseline} baseline score arrays"
+        )
+
+
 def mean_differences(users, labels, baseline: list[np.ndarray], candidate: list[np.ndarray], rows) -> dict[str, float]:
     """Mean over seed pairs of candidate − baseline AUC and UAUC on ``rows`` (users identified by ``users[rows]``
     renumbered by the caller). ``baseline`` has one array or as many as ``candidate``."""
@@ -39,8 +48,7 @@ def paired_bootstrap(
             candidate count.
     """
     users, labels = np.asarray(users), np.asarray(labels)
-    if not candidate or len(baseline) not in (1, len(candidate)):
-        raise ValueError(f"paired_bootstrap needs 1 or {len(candidate)} baseline score arrays, got {len(baseline)}")
+    check_seed_counts(len(baseline), len(candidate))
     for scores in (*baseline, *candidate):
         if len(scores) != len(labels):
             raise ValueError(f"a score array has {len(scores)} entries for {len(labels)} rows")
