@@ -78,9 +78,11 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--llm", default=common.DEFAULT_LLM)
     common.add_data_arguments(parser, common.DEFAULT_TRAIN_DATA, "CoLLM pickle / split with the train rows")
-    parser.add_argument("--batch-size", type=int, default=8, help="per_device_train_batch_size of the configs")
-    parser.add_argument("--steps", type=int, default=120, help="timed training steps per allocator")
-    parser.add_argument("--window", type=int, default=30, help="steps per reported window")
+    parser.add_argument(
+        "--batch-size", type=common.positive_int, default=8, help="per_device_train_batch_size of the configs",
+    )
+    parser.add_argument("--steps", type=common.positive_int, default=120, help="timed training steps per allocator")
+    parser.add_argument("--window", type=common.positive_int, default=30, help="steps per reported window")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--lora-targets", nargs="+", default=["q_proj", "k_proj", "v_proj", "o_proj"])
     parser.add_argument("--quick", action="store_true", help="4 steps of 2 rows, windows of 2")

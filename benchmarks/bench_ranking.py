@@ -29,10 +29,14 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--llm", default=common.DEFAULT_LLM)
     common.add_data_arguments(parser, common.DEFAULT_DATA, "split whose users are ranked")
-    parser.add_argument("--users", type=int, default=2)
-    parser.add_argument("--candidates", type=int, default=100)
-    parser.add_argument("--batch-size", type=int, default=16, help="scorer rows per forward (pair by pair)")
-    parser.add_argument("--rank-batch-size", type=int, default=32, help="candidate suffixes per forward")
+    parser.add_argument("--users", type=common.positive_int, default=2)
+    parser.add_argument("--candidates", type=common.positive_int, default=100)
+    parser.add_argument(
+        "--batch-size", type=common.positive_int, default=16, help="scorer rows per forward (pair by pair)",
+    )
+    parser.add_argument(
+        "--rank-batch-size", type=common.positive_int, default=32, help="candidate suffixes per forward",
+    )
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--quick", action="store_true", help="1 user x 50 candidates")
     parser.add_argument("--worker", choices=PATHS, help=argparse.SUPPRESS)

@@ -16,8 +16,10 @@ every batch), so a busy machine slows all of them alike and the ratios stay mean
 
 Rows are the first rows of the trainer's context-grouped order (`ContextGroupedSampler`, seed 0) over the whole
 train split, so a batch holds as many shared contexts as training batches do; every path sees the same rows.
-Scoring (stage-`cie` model, valid_small rows in `CL3MRecScorer`'s grouped order): plain = fp32, full-vocabulary
-logits, whole prompts; ours = `CL3MRecScorer` (bf16 autocast, answer rows only, shared prefixes, SDPA).
+Scoring (stage-`cie` model): `--score-batches` of `CL3MRecScorer`'s batches of valid_small, taken at the midpoints of
+equal stretches of its length-sorted order (the first batches hold the longest prompts and would understate both
+paths); plain = fp32, full-vocabulary logits, whole prompts; ours = `CL3MRecScorer` (bf16 autocast, answer rows only,
+shared prefixes, SDPA).
 The projected wall-clock of one epoch (33,891 train rows) or of valid_small (5,200 rows) is rows ÷ rows/s.
 Run from the repository root: `python benchmarks/bench_speedups.py --allow-pickle [--batches 6 --threads 2]`
 (`--quick`: a smoke run whose numbers mean nothing).
@@ -47,6 +49,13 @@ def grouped_rows(path: str, count: int, allow_pickle: bool):
     dataset = common.load_split(path, allow_pickle)
     order = grouped_order(context_groups(dataset), generator=np.random.default_rng(0))
     return dataset.select(order[:count])
+
+
+def spread(items: list, count: int) -> list:
+    """`count` of `items` at the midpoints of `count` equal stretches (all of them when there are no more)."""
+    if count >= len(items):
+        return list(items)
+    return [items[int((k + 0.5) * len(items) / count)] for k in range(count)]
 
 
 def plain_logit(model, batch, yes_token_id):
@@ -125,7 +134,7 @@ def scoring_speeds(args) -> tuple[dict[str, float], int]:
     rows = common.load_split(args.valid_data, args.allow_pickle)
     tokenized = tokenize_dataset(rows, processor)
     batches = length_grouped_batches(tokenized["length"], args.score_batch_size, context_groups(tokenized))
-    chosen = [index for batch in batches[: args.score_batches] for index in batch]
+    chosen = [index for batch in spread(batches, args.score_batches) for index in batch]
     subset = rows.select(chosen)
     scorer = CL3MRecScorer(model, processor, batch_size=args.score_batch_size, show_progress=False)
     features = tokenized.select(chosen).to_list()
@@ -153,11 +162,17 @@ def main(argv=None) -> int:
     parser.add_argument("--llm", default=common.DEFAULT_LLM)
     common.add_data_arguments(parser, common.DEFAULT_TRAIN_DATA, "CoLLM pickle / split with the train rows")
     parser.add_argument("--valid-data", default=common.DEFAULT_DATA, help="valid_small rows for the scoring paths")
-    parser.add_argument("--batch-size", type=int, default=8, help="per_device_train_batch_size of the configs")
-    parser.add_argument("--batches", type=int, default=6, help="timed training batches per stage (after 1 warm-up)")
-    parser.add_argument("--score-batch-size", type=int, default=16)
-    parser.add_argument("--score-batches", type=int, default=8, help="valid_small batches per scoring round")
-    parser.add_argument("--score-rounds", type=int, default=2)
+    parser.add_argument(
+        "--batch-size", type=common.positive_int, default=8, help="per_device_train_batch_size of the configs",
+    )
+    parser.add_argument(
+        "--batches", type=common.positive_int, default=6, help="timed training batches per stage (after 1 warm-up)",
+    )
+    parser.add_argument("--score-batch-size", type=common.positive_int, default=16)
+    parser.add_argument(
+        "--score-batches", type=common.positive_int, default=8, help="valid_small batches per scoring round",
+    )
+    parser.add_argument("--score-rounds", type=common.positive_int, default=2)
     parser.add_argument("--stages", nargs="+", choices=["lora", "cie", "scoring"], default=["lora", "cie", "scoring"])
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--lora-targets", nargs="+", default=["q_proj", "k_proj", "v_proj", "o_proj"])
@@ -186,8 +201,8 @@ def main(argv=None) -> int:
     body = [
         f"Training: {args.batches} timed batches of {args.batch_size} rows per stage after one warm-up batch, the "
         f"three paths interleaved batch by batch (rows of `{args.data}` in the trainer's context-grouped order). "
-        f"Scoring: {args.score_rounds} alternating rounds over the first {args.score_batches} grouped batches of "
-        f"`{args.valid_data}`. {session.threads} threads, device {common.device()}, LLM `{args.llm}`, bf16 autocast.",
+        f"Scoring: {args.score_rounds} alternating rounds over {args.score_batches} grouped batches of "
+        f"`{args.valid_data}` spread over its length-sorted order. {session.threads} threads, device {common.device()}, LLM `{args.llm}`, bf16 autocast.",
         "",
         common.markdown_table(["what", "path", "rows/s", "vs plain", "projected wall-clock"], table),
     ]

@@ -123,13 +123,17 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--llm", default=common.DEFAULT_LLM)
     common.add_data_arguments(parser, common.DEFAULT_TRAIN_DATA, "CoLLM pickle / split with the train rows")
-    parser.add_argument("--batch-size", type=int, default=8, help="per_device_train_batch_size of the configs")
+    parser.add_argument(
+        "--batch-size", type=common.positive_int, default=8, help="per_device_train_batch_size of the configs",
+    )
     parser.add_argument(
         "--lora-targets", nargs="+", default=load_stage_config(BUNDLED_CONFIG)["lora_target_modules"],
         help="LoRA target modules (default: those of configs/ml1m/tallrec_lora.yaml)",
     )
-    parser.add_argument("--steps", type=int, default=8, help="timed optimizer steps per configuration")
-    parser.add_argument("--warmup", type=int, default=2, help="untimed steps first (allocator and caches warm up)")
+    parser.add_argument("--steps", type=common.positive_int, default=8, help="timed optimizer steps per configuration")
+    parser.add_argument(
+        "--warmup", type=common.positive_int, default=2, help="untimed steps first (allocator and caches warm up)",
+    )
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--quick", action="store_true", help="2 lora configurations, 2 timed steps of batch 4")
     parser.add_argument("--stages", nargs="+", choices=["lora", "cie"], default=["lora", "cie"], help="stages to measure")

@@ -7,6 +7,7 @@ scripts restart once with jemalloc preloaded when it is installed, as the `cl3mr
 the allocator.
 """
 
+import argparse
 import datetime
 import json
 import os
@@ -90,6 +91,14 @@ def machine_info() -> dict:
 def load_average() -> str:
     one, five, fifteen = os.getloadavg()
     return f"{one:.2f} / {five:.2f} / {fifteen:.2f}"
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (a zero or negative count exits 2 with argparse's one-line message)."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text}")
+    return value
 
 
 def add_data_arguments(parser, default: str, help_text: str) -> None:

@@ -45,3 +45,23 @@ def test_benchmark_quick_mode_runs(bench_env, tiny_llama_dir, script, results_fi
     assert re.fullmatch(last_line, completed.stdout.strip().splitlines()[-1])
     text = next(results.glob(f"{results_file}*.md")).read_text()
     assert "- machine:" in text and "memory allocator:" in text and "| --- |" in text
+
+
+def test_scoring_batches_are_spread_over_the_length_sorted_order():
+    """`bench_speedups.spread` takes batches from every stretch of the order, not its (longest-prompt) head."""
+    sys.path.insert(0, str(REPO))
+    from benchmarks.bench_speedups import spread
+
+    assert spread(list(range(100)), 4) == [12, 37, 62, 87]
+    assert spread(list(range(3)), 5) == [0, 1, 2]
+
+
+@pytest.mark.parametrize("text", ["0", "-3"])
+def test_benchmark_counts_must_be_positive(text):
+    """A zero or negative count is refused by argparse (one line, exit 2), not run as an empty measurement."""
+    sys.path.insert(0, str(REPO))
+    from benchmarks.bench_speedups import main
+
+    with pytest.raises(SystemExit) as refused:
+        main(["--score-batches", text])
+    assert refused.value.code == 2

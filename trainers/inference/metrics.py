@@ -11,7 +11,8 @@ The arithmetic lives in the local ``evaluate`` modules (``trainers/inference/met
 metric card, loadable with ``evaluate.load(path)`` without this package): :func:`auc` and :func:`uauc` check
 their inputs here and call the modules' own arithmetic files (``roc_auc.py``, ``user_auc.py``) directly, so
 ``compute_metrics``, the CLIs and the ``evaluate`` modules give identical numbers without paying ``evaluate``'s
-import and Arrow round trip on every call (the bootstrap calls them thousands of times).
+import and Arrow round trip on every call. The bootstrap (``bootstrap.py``) reuses the per-user AUCs of
+``user_auc.per_user_auc`` across resamples.
 """
 
 from typing import Optional

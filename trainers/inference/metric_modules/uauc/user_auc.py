@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 
 
-def user_auc(user_ids, labels, scores) -> tuple[float, int]:
-    """``(mean per-user AUC, n_users)`` over users with >1 row and both classes; ``(nan, 0)`` when none.
+def per_user_auc(user_ids, labels, scores) -> pd.Series:
+    """AUC of each user with >1 row and both classes (a Series indexed by user id, in order of first appearance).
 
     Vectorised: per-user average ranks come from one ``groupby`` rank, not a loop over users.
 
@@ -29,8 +29,17 @@ def user_auc(user_ids, labels, scores) -> tuple[float, int]:
     n_neg = per_user["n"] - per_user["n_pos"]
     keep = (per_user["n"] > 1) & (per_user["n_pos"] > 0) & (n_neg > 0)
     per_user, n_neg = per_user[keep], n_neg[keep]
-    if per_user.empty:
-        return float("nan"), 0
     n_pos = per_user["n_pos"]
-    aucs = (per_user["pos_rank_sum"] - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg)
+    return (per_user["pos_rank_sum"] - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg)
+
+
+def user_auc(user_ids, labels, scores) -> tuple[float, int]:
+    """``(mean per-user AUC, n_users)`` over users with >1 row and both classes; ``(nan, 0)`` when none.
+
+    Raises:
+        ValueError: non-finite scores or non-binary labels.
+    """
+    aucs = per_user_auc(user_ids, labels, scores)
+    if aucs.empty:
+        return float("nan"), 0
     return float(aucs.mean()), int(len(aucs))
