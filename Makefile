@@ -4,6 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DATA ?= ../shared/data/ml-1m
 OUT ?= runs/ml1m
+RUN_ARGS ?=
 
 LLM ?= runs/llm/smollm2-135m
 
@@ -22,7 +23,7 @@ test: install
 	$(BIN)/python -m pytest -q tests
 
 run: install
-	DATA=$(DATA) OUT=$(OUT) PATH=$(abspath $(BIN)):$$PATH bash scripts/run_ml1m.sh
+	DATA=$(DATA) OUT=$(OUT) PATH=$(abspath $(BIN)):$$PATH bash scripts/run_ml1m.sh $(RUN_ARGS)
 
 smoke: install
 	$(BIN)/cl3mrec pipeline --config configs/smoke.yaml
