@@ -7,7 +7,6 @@ scripts restart once with jemalloc preloaded when it is installed, as the `cl3mr
 the allocator.
 """
 
-import argparse
 import datetime
 import json
 import os
@@ -25,6 +24,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from trainers.arg_types import positive_int  # noqa: E402, F401  (the benchmarks' count arguments)
 from trainers.cpu_allocator import OPT_OUT_VARIABLE, allocator_in_use  # noqa: E402
 
 RESULTS_DIR = Path(os.environ.get("CL3MREC_BENCH_RESULTS_DIR", REPO / "benchmarks" / "results"))
@@ -91,14 +91,6 @@ def machine_info() -> dict:
 def load_average() -> str:
     one, five, fifteen = os.getloadavg()
     return f"{one:.2f} / {five:.2f} / {fifteen:.2f}"
-
-
-def positive_int(text: str) -> int:
-    """argparse type: an integer >= 1 (a zero or negative count exits 2 with argparse's one-line message)."""
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text}")
-    return value
 
 
 def add_data_arguments(parser, default: str, help_text: str) -> None:

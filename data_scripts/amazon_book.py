@@ -12,6 +12,7 @@ import ast
 import gzip
 import json
 import logging
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -29,23 +30,40 @@ MIN_RATINGS = 20  # keep users/items with strictly more ratings than this
 POSITIVE_STARS = 5.0
 
 
-def _json_lines(path: Path) -> Iterator[tuple[int, dict]]:
-    """Yield ``(line_number, record)`` from a (gzipped) JSON-lines file; Python-literal lines accepted."""
+def _lines(path: Path) -> Iterator[tuple[int, str]]:
+    """Yield ``(line_number, stripped line)`` of a text file, gunzipped when its name ends in ``.gz``; a file that
+    is not gzip, is cut short or is not UTF-8 raises ``ValueError`` naming it."""
     require_input_file(path)
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8") as handle:
-        for line_number, line in enumerate(handle, start=1):
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                try:  # the 2014 dumps and some 2018 meta files are Python dict literals
-                    record = ast.literal_eval(line)
-                except (ValueError, SyntaxError) as error:
-                    raise ValueError(f"{path}: line {line_number} is neither JSON nor a Python dict") from error
-            yield line_number, record
+    try:
+        with opener(path, "rt", encoding="utf-8") as handle:
+            for line_number, line in enumerate(handle, start=1):
+                yield line_number, line.strip()
+    except (gzip.BadGzipFile, zlib.error) as error:
+        raise ValueError(
+            f"{path}: not a gzip file, or a damaged one ({error}); expected the .json.gz download"
+        ) from error
+    except EOFError as error:
+        raise ValueError(f"{path}: the gzip file is cut short ({error}); download it again") from error
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{path}: not UTF-8 text ({error}); expected JSON lines") from error
+
+
+def _json_lines(path: Path) -> Iterator[tuple[int, dict]]:
+    """Yield ``(line_number, record)`` from a (gzipped) JSON-lines file; Python-literal lines accepted."""
+    for line_number, line in _lines(path):
+        if not line:
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            try:  # the 2014 dumps and some 2018 meta files are Python dict literals
+                record = ast.literal_eval(line)
+            except (ValueError, SyntaxError) as error:
+                raise ValueError(f"{path}: line {line_number} is neither JSON nor a Python dict") from error
+        if not isinstance(record, dict):
+            raise ValueError(f"{path}: line {line_number} holds a {type(record).__name__}, expected an object")
+        yield line_number, record
 
 
 def read_reviews(path: str | Path, year: int = YEAR) -> pd.DataFrame:

@@ -110,6 +110,7 @@ def save_dataset_dict(
     out_dir: str | Path,
     source: str,
     compute_warm: bool = True,
+    sources: Mapping[str, str] | None = None,
 ) -> dict:
     """Validate the split frames, write them with ``save_to_disk`` and write ``stats.json``, atomically.
 
@@ -119,6 +120,7 @@ def save_dataset_dict(
         out_dir: destination directory: new, empty, or a previous dataset (replaced whole once the new one is
             complete); a folder of unrelated files is refused.
         source: provenance string stored in ``stats.json``.
+        sources: split name → the file it came from, for messages (default: ``"<source> [<split>]"``).
 
     Returns:
         The stats dictionary written to ``out_dir/stats.json``.
@@ -128,9 +130,10 @@ def save_dataset_dict(
         raise ValueError(f"unknown split name(s) {unknown}; expected a subset of {list(SPLITS)}")
     if compute_warm:
         frames = add_warm_flags(frames)
-    num_users, num_items = id_space(frames, source)
+    sources = {name: f"{source} [{name}]" for name in frames} | dict(sources or {})
+    num_users, num_items = id_space(frames, sources)
     for name, frame in frames.items():
-        validate_frame(frame, f"{source} [{name}]", num_users, num_items)
+        validate_frame(frame, sources[name], num_users, num_items)
     ordered = [name for name in SPLITS if name in frames]
     dataset_dict = DatasetDict(
         {

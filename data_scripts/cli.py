@@ -6,6 +6,8 @@ import argparse
 import json
 import logging
 
+from trainers.arg_types import count
+
 logger = logging.getLogger(__name__)
 
 
@@ -50,13 +52,9 @@ def _prepare_amazon_book(args: argparse.Namespace) -> int:
 
 
 def _download(args: argparse.Namespace) -> int:
-    from .download import DownloadError, download_dataset
+    from .download import download_dataset
 
-    try:
-        folder = download_dataset(args.name, args.out, url=args.url)
-    except DownloadError as error:
-        logger.error("%s", error)
-        return 1
+    folder = download_dataset(args.name, args.out, url=args.url)  # a DownloadError is an input error: exit 2
     logger.info("raw files are in %s", folder)
     return 0
 
@@ -91,7 +89,10 @@ def register(subparsers) -> None:
     parser.add_argument("--raw-dir", required=True, help="folder with ratings.dat and movies.dat")
     parser.add_argument("--out", required=True, help="output dataset directory")
     parser.add_argument(
-        "--skip-last-months", type=int, default=0, help="end the 20-month window this many months before the last one"
+        "--skip-last-months",
+        type=count(0),
+        default=0,
+        help="end the 20-month window this many months before the last one",
     )
     parser.set_defaults(func=_prepare_ml1m)
 
@@ -99,7 +100,9 @@ def register(subparsers) -> None:
     parser.add_argument("--reviews", required=True, help="Books_5.json.gz")
     parser.add_argument("--meta", required=True, help="meta_Books.json.gz (titles)")
     parser.add_argument("--out", required=True, help="output dataset directory")
-    parser.add_argument("--min-ratings", type=int, default=20, help="keep users/items with more ratings than this")
+    parser.add_argument(
+        "--min-ratings", type=count(0), default=20, help="keep users/items with more ratings than this"
+    )
     parser.set_defaults(func=_prepare_amazon_book)
 
     parser = commands.add_parser("download", help="download a raw dataset archive")
@@ -110,8 +113,8 @@ def register(subparsers) -> None:
 
     parser = commands.add_parser("synthetic", help="generate a small synthetic dataset with a real signal")
     parser.add_argument("--out", required=True, help="output dataset directory")
-    parser.add_argument("--num-users", type=int, default=200)
-    parser.add_argument("--num-items", type=int, default=300)
-    parser.add_argument("--interactions-per-user", type=int, default=40)
+    parser.add_argument("--num-users", type=count(1), default=200)
+    parser.add_argument("--num-items", type=count(1), default=300)
+    parser.add_argument("--interactions-per-user", type=count(1), default=40, help="at most --num-items")
     parser.add_argument("--seed", type=int, default=0)
     parser.set_defaults(func=_synthetic)

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from .builder import sample_valid_small, save_dataset_dict
-from .schema import is_null, require_input_file, validate_frame
+from .schema import check_one_title_per_item, is_null, require_input_file, validate_frame
 
 logger = logging.getLogger(__name__)
 
@@ -112,18 +112,25 @@ def import_collm(
     """Import CoLLM split pickles into ``out_dir`` (``save_to_disk`` + ``stats.json``); return the stats.
 
     Warm flags are recomputed from the imported train split. Without ``valid_small`` it is
-    sampled from ``valid`` (50%, seed 2023) as CoLLM did.
+    sampled from ``valid`` (50%, seed 2023) as CoLLM did. Errors name the file and split (``FILE [split]``),
+    and the row where there is one: sparse ids, and an item id with two different titles.
     """
     paths = {"train": train, "valid": valid, "valid_small": valid_small, "test": test}
-    frames = {
-        name: frame_from_collm(read_collm_pickle(path, allow_pickle), str(path))
-        for name, path in paths.items()
-        if path is not None
-    }
+    sources = {name: f"{path} [{name}]" for name, path in paths.items() if path is not None}
+    frames = {name: _read_split(paths[name], allow_pickle) for name in sources}
     if "valid_small" not in frames:
-        frames["valid_small"] = sample_valid_small(frames["valid"])
-    _log_not_cold_agreement(frames)
-    return save_dataset_dict(frames, out_dir, source=f"collm:{Path(train).parent}")
+        frames["valid_small"] = sample_valid_small(frames["valid"].reset_index(drop=True))
+        sources["valid_small"] = f"{valid} [valid_small, sampled]"
+    check_one_title_per_item(frames, sources)
+    stats = save_dataset_dict(frames, out_dir, source=f"collm:{Path(train).parent}", sources=sources)
+    _log_not_cold_agreement(frames)  # after the checks: a refused import logs only its error
+    return stats
+
+
+def _read_split(path: str | Path, allow_pickle: bool) -> pd.DataFrame:
+    """One CoLLM split in our columns, indexed like the pickle so that messages name the same rows everywhere."""
+    collm = read_collm_pickle(path, allow_pickle)
+    return frame_from_collm(collm, str(path)).set_axis(collm.index)
 
 
 def _log_not_cold_agreement(frames: dict[str, pd.DataFrame]) -> None:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import errno
 import json
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
 from datasets import Dataset, DatasetDict, load_from_disk
 
 from .collm_import import frame_from_collm, read_collm_pickle
@@ -13,6 +15,7 @@ from .schema import COLUMNS, FEATURES, REQUIRED_SPLITS, require_input_file, vali
 
 SPLIT_SEPARATOR = "::"
 PICKLE_SUFFIXES = (".pkl", ".pickle")
+REIMPORT_HINT = "the dataset folder is damaged: import or prepare it again (cl3mrec data ...)"
 
 
 def read_stats(data_dir: str | Path) -> dict:
@@ -20,19 +23,26 @@ def read_stats(data_dir: str | Path) -> dict:
     path = Path(data_dir) / "stats.json"
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no stats.json; was {data_dir} written by a cl3mrec importer?")
-    stats = json.loads(path.read_text())
+    try:
+        stats = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"{path}: not valid JSON ({error}); {REIMPORT_HINT}") from error
+    if not isinstance(stats, dict):
+        raise ValueError(f"{path}: expected a JSON object, found {type(stats).__name__}; {REIMPORT_HINT}")
     for key in ("num_users", "num_items", "splits"):
         if key not in stats:
-            raise ValueError(f"{path}: missing field '{key}'")
+            raise ValueError(f"{path}: missing field '{key}'; {REIMPORT_HINT}")
     return stats
 
 
 def load_dataset_dict(data_dir: str | Path) -> DatasetDict:
     """Load a saved ``DatasetDict`` and check its splits and columns."""
     data_dir = Path(data_dir)
+    if data_dir.is_file():
+        raise ValueError(f"{data_dir}: is a file, not a dataset directory (a saved DatasetDict folder)")
     if not data_dir.is_dir():
         raise FileNotFoundError(f"{data_dir}: no such dataset directory")
-    dataset_dict = load_from_disk(str(data_dir))
+    dataset_dict = _load_from_disk(data_dir)
     if not isinstance(dataset_dict, DatasetDict):
         raise ValueError(f"{data_dir}: holds a single Dataset, expected a DatasetDict with splits {list(REQUIRED_SPLITS)}")
     missing = [s for s in REQUIRED_SPLITS if s not in dataset_dict]
@@ -43,6 +53,32 @@ def load_dataset_dict(data_dir: str | Path) -> DatasetDict:
         if absent:
             raise ValueError(f"{data_dir} [{name}]: missing column(s) {absent}")
     return dataset_dict
+
+
+def _load_from_disk(data_dir: Path) -> Dataset | DatasetDict:
+    """``datasets.load_from_disk``, with a damaged or missing file of the folder named in a ``ValueError``."""
+    try:
+        return load_from_disk(str(data_dir))
+    except (OSError, ValueError, pa.ArrowException) as error:
+        if isinstance(error, OSError) and error.errno not in (None, errno.ENOENT):
+            raise  # permission denied, I/O error, ...: reported with their own fix
+        where = getattr(error, "filename", None) or data_dir
+        path, reason = _first_unreadable_file(data_dir) or (where, getattr(error, "strerror", None) or error)
+        raise ValueError(f"{path}: cannot be read ({reason}); {REIMPORT_HINT}") from error
+
+
+def _first_unreadable_file(data_dir: Path) -> tuple[Path, str] | None:
+    """The first JSON or Arrow file under ``data_dir`` that does not parse, with the reason; ``None`` if all do."""
+    for path in sorted(data_dir.rglob("*")):
+        try:
+            if path.suffix == ".json":
+                json.loads(path.read_text())
+            elif path.suffix == ".arrow":
+                with pa.memory_map(str(path)) as source:
+                    pa.ipc.open_stream(source).read_all()
+        except (OSError, ValueError, pa.ArrowException) as error:
+            return path, str(error) or type(error).__name__
+    return None
 
 
 def load_split_file(

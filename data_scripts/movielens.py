@@ -72,7 +72,12 @@ def assign_month_splits(
     The window ends at the month of the latest timestamp minus ``skip_last_months``. Returns the
     kept rows with a ``split`` column (``train`` / ``valid`` / ``test``) and a ``month`` column
     (``"YYYY-MM"``).
+
+    Raises:
+        ValueError: a negative ``skip_last_months`` (the window would end after the data).
     """
+    if skip_last_months < 0:
+        raise ValueError(f"skip_last_months must be >= 0, got {skip_last_months}")
     times = pd.to_datetime(interactions["timestamp"], unit="s", utc=True)
     month_index = (times.dt.year * 12 + times.dt.month - 1).to_numpy()
     last = int(month_index.max()) - skip_last_months

@@ -6,7 +6,7 @@ positive items. Ids are 1-based; 0 is reserved for padding (see ``docs/ARCHITECT
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -38,8 +38,10 @@ SPARSE_ID_SLACK = 1000
 
 
 def require_input_file(path: Path, hint: str = "") -> None:
-    """Raise ``FileNotFoundError`` / ``ValueError`` naming ``path`` when it is missing or empty (``hint`` is
-    appended to the missing-file message)."""
+    """Raise ``FileNotFoundError`` / ``IsADirectoryError`` / ``ValueError`` naming ``path`` when it is missing, a
+    folder or empty (``hint`` is appended to the missing-file message)."""
+    if path.is_dir():
+        raise IsADirectoryError(f"{path}: is a directory, not a file; name the file itself")
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file{hint}")
     if path.stat().st_size == 0:
@@ -158,12 +160,16 @@ def split_stats(frame: pd.DataFrame) -> dict:
     }
 
 
-def id_space(frames: Mapping[str, pd.DataFrame], source: str = "dataset") -> tuple[int, int]:
+def id_space(frames: Mapping[str, pd.DataFrame], sources: Mapping[str, str] | None = None) -> tuple[int, int]:
     """``(num_users, num_items)``: max id + 1 over all splits, history items included.
+
+    Args:
+        frames: split name → frame with the ``FEATURES`` columns.
+        sources: split name → the file / split named in messages (default: the split name).
 
     Raises:
         ValueError: the ids are sparse (e.g. one item id of 10^9): the embedding tables would hold mostly unused
-            rows; ids must be dense ``1..N``.
+            rows; ids must be dense ``1..N``. The message names the split and row holding the largest id.
     """
     users = set().union(*(f["user_id"].tolist() for f in frames.values()))
     items = set().union(*(f["item_id"].tolist() for f in frames.values()))
@@ -173,7 +179,57 @@ def id_space(frames: Mapping[str, pd.DataFrame], source: str = "dataset") -> tup
         largest = max(ids)
         if largest + 1 > SPARSE_ID_FACTOR * len(ids) + SPARSE_ID_SLACK:
             raise ValueError(
-                f"{source}: column '{column}': id {largest} with only {len(ids)} distinct ids would make a "
-                f"{largest + 1}-row id space; ids must be dense 1..N: re-map them (the raw importers do)"
+                f"{_locate_id(frames, sources or {}, column, largest)}: id {largest} with only {len(ids)} distinct "
+                f"{column[:-3]} ids would make a {largest + 1}-row id space; ids must be dense 1..N: re-map them "
+                "(the raw importers do)"
             )
     return max(users) + 1, max(items) + 1
+
+
+def _locate_id(frames: Mapping[str, pd.DataFrame], sources: Mapping[str, str], column: str, value: int) -> str:
+    """``"<source>: row R: column 'C'"`` for the first row holding ``value`` (which some frame holds) in ``column``;
+    splits in ``frames`` order, item ids in the candidate column before the histories."""
+    found = (
+        f"{sources.get(name, name)}: row {frame.index[int(np.argmax(hits))]}: column '{found_in}'"
+        for name, frame in frames.items()
+        for found_in, hits in _id_hits(frame, column, value)
+        if hits.any()
+    )
+    return next(found)
+
+
+def _id_hits(frame: pd.DataFrame, column: str, value: int) -> Iterator[tuple[str, np.ndarray]]:
+    """``(column, row mask)`` of the rows holding ``value``: in ``column``, then (item ids) in the histories."""
+    yield column, frame[column].to_numpy() == value
+    if column == "item_id":
+        yield "history_item_ids", np.array([value in history for history in frame["history_item_ids"]], dtype=bool)
+
+
+def check_one_title_per_item(frames: Mapping[str, pd.DataFrame], sources: Mapping[str, str] | None = None) -> None:
+    """Raise ``ValueError`` when an item id carries two different titles (as a candidate or in a history).
+
+    Prompts and the item text table take an item's title from its rows, so two titles would make them depend on
+    which row came first. The message names the item id, both titles and the split and row of each.
+    """
+    first_seen: dict[int, tuple[str, str]] = {}  # item id → (title, "<source> row R")
+    for name, frame in frames.items():
+        source = (sources or {}).get(name, name)
+        for item, title, row in _item_titles(frame).itertuples(index=False):
+            seen_title, seen_at = first_seen.setdefault(item, (title, f"{source} row {row}"))
+            if title != seen_title:
+                raise ValueError(
+                    f"{source}: row {row}: item {item} is titled {title!r}, but {seen_title!r} at {seen_at}; "
+                    "an item id needs one title: fix the ids or the titles"
+                )
+
+
+def _item_titles(frame: pd.DataFrame) -> pd.DataFrame:
+    """Distinct ``(item, title, row)`` of a split (candidates and histories), each with the first row holding it,
+    in row order."""
+    position = np.arange(len(frame))
+    candidates = pd.DataFrame({"item": frame["item_id"], "title": frame["title"], "row": frame.index, "at": position})
+    histories = pd.DataFrame(
+        {"item": frame["history_item_ids"], "title": frame["history_titles"], "row": frame.index, "at": position}
+    ).explode(["item", "title"]).dropna(subset=["item"])
+    pairs = pd.concat([candidates, histories]).sort_values("at", kind="stable")
+    return pairs.drop_duplicates(["item", "title"]).astype({"item": np.int64})[["item", "title", "row"]]

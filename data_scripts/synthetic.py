@@ -27,6 +27,7 @@ NOUNS = (
     "Shadow", "Winter", "Empire", "Journey", "Station", "Orchard", "Circus", "Lantern", "Voyage", "Tower",
 )
 YEARS = tuple(range(1970, 2000))
+COUNT_FIELDS = ("num_users", "num_items", "interactions_per_user")  # the fields a pipeline's ``data:`` may set
 START = pd.Timestamp("2020-01-01", tz="UTC")
 NUM_MONTHS = 20
 TRAIN_MONTHS = 10
@@ -48,7 +49,14 @@ def synthetic_interactions(
     dim: int = 8,
     seed: int = 0,
 ) -> pd.DataFrame:
-    """Raw interactions: ``raw_user, raw_item, label, timestamp, title, true_logit``."""
+    """Raw interactions: ``raw_user, raw_item, label, timestamp, title, true_logit``.
+
+    Raises:
+        ValueError: a count that is not an integer >= 1, or more interactions per user than items.
+    """
+    for field, value in zip(COUNT_FIELDS + ("dim",), (num_users, num_items, interactions_per_user, dim)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise ValueError(f"synthetic data: {field} must be an integer >= 1, got {value!r}")
     if interactions_per_user > num_items:
         raise ValueError(f"interactions_per_user={interactions_per_user} exceeds num_items={num_items}")
     rng = np.random.default_rng(seed)
@@ -89,9 +97,29 @@ def generate_synthetic(
     num_items: int = 300,
     interactions_per_user: int = 40,
     seed: int = 0,
+    **unknown,
 ) -> dict:
-    """Write a synthetic ``DatasetDict`` (train / valid / valid_small / test) to ``out_dir``; return the stats."""
+    """Write a synthetic ``DatasetDict`` (train / valid / valid_small / test) to ``out_dir``; return the stats.
+
+    ``cl3mrec pipeline`` passes its config's ``data:`` mapping as keyword arguments, so a misspelt key lands in
+    ``unknown`` and is refused by name instead of failing as a ``TypeError``.
+
+    Raises:
+        ValueError: an unknown field, or a count that is not an integer >= 1 (see :func:`synthetic_interactions`).
+    """
+    if unknown:
+        raise ValueError(_unknown_fields_message(sorted(unknown)))
     interactions = synthetic_interactions(num_users, num_items, interactions_per_user, seed=seed)
     split = assign_month_splits(interactions, TRAIN_MONTHS, 5, 5)
     frames = frames_from_interactions(split)
     return save_dataset_dict(frames, out_dir, source=f"synthetic:users={num_users},items={num_items},seed={seed}")
+
+
+def _unknown_fields_message(unknown: list[str]) -> str:
+    """``synthetic data: unknown field(s) [...] ('num_user': did you mean 'num_users'?); known: [...]``."""
+    from trainers.training.training_args import closest_name
+
+    close = {key: closest_name(key, COUNT_FIELDS) for key in unknown}
+    hints = "; ".join(f"{key!r}: did you mean {name!r}?" for key, name in close.items() if name)
+    hints = f" ({hints})" if hints else ""
+    return f"synthetic data: unknown field(s) {unknown}{hints}; known: {list(COUNT_FIELDS)}"

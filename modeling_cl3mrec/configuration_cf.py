@@ -85,27 +85,33 @@ class CFRecConfig(PretrainedConfig):
                 raise ValueError(f"CFRecConfig.{name} must be an int >= {minimum}, got {value!r}")
         if hidden_size % num_heads != 0:
             raise ValueError(f"CFRecConfig.hidden_size ({hidden_size}) must be divisible by num_heads ({num_heads})")
+        for name, value in (("use_bias", use_bias), ("sasrec_use_user_embedding", sasrec_use_user_embedding)):
+            if not isinstance(value, bool):
+                raise ValueError(f"CFRecConfig.{name} must be true or false, got {value!r}")
+        # `not x >= bound` (not `x < bound`): NaN is refused too.
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"CFRecConfig.dropout must be in [0, 1), got {dropout!r}")
-        if popularity_smoothing < 0:
+        if not popularity_smoothing >= 0:
             raise ValueError(f"CFRecConfig.popularity_smoothing must be >= 0, got {popularity_smoothing!r}")
-        if initializer_range <= 0:
+        if not initializer_range > 0:
             raise ValueError(f"CFRecConfig.initializer_range must be > 0, got {initializer_range!r}")
         for name, sizes in (("attention_hidden_sizes", attention_hidden_sizes), ("mlp_hidden_sizes", mlp_hidden_sizes)):
-            if any(not isinstance(size, int) or size < 1 for size in sizes):
+            if not isinstance(sizes, (list, tuple)) or any(
+                not isinstance(size, int) or isinstance(size, bool) or size < 1 for size in sizes
+            ):
                 raise ValueError(f"CFRecConfig.{name} must be a list of positive ints, got {sizes!r}")
         self.encoder_type = encoder_type
         self.num_users = num_users
         self.num_items = num_items
         self.hidden_size = hidden_size
-        self.use_bias = bool(use_bias)
+        self.use_bias = use_bias
         self.max_history = max_history
         self.num_layers = num_layers
         self.num_heads = num_heads
         self.dropout = float(dropout)
         self.attention_hidden_sizes = list(attention_hidden_sizes)
         self.mlp_hidden_sizes = list(mlp_hidden_sizes)
-        self.sasrec_use_user_embedding = bool(sasrec_use_user_embedding)
+        self.sasrec_use_user_embedding = sasrec_use_user_embedding
         self.graph_edges = graph_edges
         self.num_graph_edges = num_graph_edges
         self.popularity_smoothing = float(popularity_smoothing)

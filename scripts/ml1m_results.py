@@ -25,6 +25,7 @@ import numpy as np
 
 from data_scripts.io import load_dataset_dict
 from trainers.atomic_io import require_writable_file, write_json_atomic, write_npy_atomic, write_text_atomic
+from trainers.arg_types import positive_int
 from trainers.inference.bootstrap import check_seed_counts, paired_bootstrap
 from trainers.inference.metrics import ranking_report
 from trainers.inference.scoring import load_scorer
@@ -54,6 +55,8 @@ def parse_arguments(parser, args) -> tuple[dict[str, list[Path]], list[tuple[str
     models = {}
     for spec in args.model:
         name, _, dirs = spec.partition("=")
+        if name in models:
+            parser.exit(2, f"error: --model name {name!r} given twice; give each model its own name\n")
         models[name] = [Path(directory) for directory in dirs.split(",") if directory]
         if not name or not models[name]:
             parser.exit(2, f"error: --model {spec!r}: expected NAME=DIR[,DIR...]\n")
@@ -62,6 +65,10 @@ def parse_arguments(parser, args) -> tuple[dict[str, list[Path]], list[tuple[str
         candidate, colon, baseline = spec.partition(":")
         if not colon or candidate not in models or baseline not in models:
             parser.exit(2, f"error: --compare {spec!r}: expected CANDIDATE:BASELINE, two of {', '.join(models)}\n")
+        if candidate == baseline:
+            parser.exit(2, f"error: --compare {spec!r}: compares a model with itself; name two different models\n")
+        if (candidate, baseline) in pairs:
+            parser.exit(2, f"error: --compare {spec!r} given twice\n")
         try:
             check_seed_counts(len(models[baseline]), len(models[candidate]))
         except ValueError as error:
@@ -112,12 +119,12 @@ def interval(report: dict) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", required=True, help="DatasetDict directory with valid and valid_small")
     parser.add_argument("--model", action="append", required=True, help="NAME=DIR[,DIR...] (one dir per seed)")
     parser.add_argument("--compare", action="append", default=[], help="CANDIDATE:BASELINE (model names)")
     parser.add_argument("--other-half", action="store_true", help="also score valid rows not in valid_small")
-    parser.add_argument("--resamples", type=int, default=1000)
+    parser.add_argument("--resamples", type=positive_int, default=1000, help="bootstrap resamples (>= 1)")
     parser.add_argument("--out", required=True, type=Path, help="Markdown report; a .json is written beside it")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -18,22 +18,25 @@ from pathlib import Path
 import numpy as np
 
 from data_scripts.io import load_dataset_dict
+from trainers.arg_types import positive_int
 from trainers.inference.bootstrap import check_seed_counts, paired_bootstrap
 from trainers.model_dirs import read_shared_eval_scores
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--baseline", type=Path, nargs="+", required=True, help="run dir(s), one per seed")
     parser.add_argument("--candidate", type=Path, nargs="+", required=True, help="run dir(s), one per seed")
     parser.add_argument("--data", required=True, help="the DatasetDict directory the runs were scored on")
     parser.add_argument("--split", default="valid_small")
-    parser.add_argument("--resamples", type=int, default=1000)
+    parser.add_argument("--resamples", type=positive_int, default=1000, help="bootstrap resamples (>= 1)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
     try:
         check_seed_counts(len(args.baseline), len(args.candidate))
+        if [path.resolve() for path in args.baseline] == [path.resolve() for path in args.candidate]:
+            raise ValueError("--baseline and --candidate name the same run folders; compare two different models")
         data = load_dataset_dict(args.data)
         if args.split not in data:
             raise ValueError(f"--data={args.data}: no {args.split} split (has {', '.join(data)})")

@@ -58,8 +58,8 @@ def test_recovers_the_answer_and_reweights_it(setup, synthetic_data_dir, synthet
 def test_rejects_a_run_without_a_weighted_fusion(synthetic_data_dir, synthetic_mf_dir, tmp_path):
     plain = tmp_path / "plain"
     plain.mkdir()
-    for name in ("eval_rows.npy", "eval_scores.npy"):
-        np.save(plain / name, np.zeros(2))
+    np.save(plain / "eval_rows.npy", np.arange(2))
+    np.save(plain / "eval_scores.npy", np.zeros(2))
     (plain / "eval_results.json").write_text(json.dumps({"valid_small": {"auc": 0.5}}))
     result = run_script("--data", synthetic_data_dir, "--cf", synthetic_mf_dir, "--run", plain)
     assert result.returncode == 2 and "not a `score_fusion: weighted` run" in result.stderr

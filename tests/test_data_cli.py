@@ -12,6 +12,7 @@ from data_scripts import download
 from data_scripts.cli import register
 from data_scripts.download import DownloadError, download_dataset
 from data_scripts.io import read_stats
+from trainers.cli import main
 
 
 def parser():
@@ -69,8 +70,8 @@ def test_download_unreachable_is_a_clear_error(tmp_path, monkeypatch, caplog):
     with pytest.raises(DownloadError, match=r"could not download ml-1m from https://files.grouplens.org/.*by hand"):
         download_dataset("ml-1m", tmp_path)
     assert not (tmp_path / "ml-1m.zip").exists()
-    with caplog.at_level(logging.ERROR):
-        assert run(["data", "download", "ml-1m", "--out", str(tmp_path), "--url", "http://127.0.0.1:9/none.zip"]) == 1
+    with caplog.at_level(logging.ERROR):  # the cl3mrec command: one line, exit status 2
+        assert main(["data", "download", "ml-1m", "--out", str(tmp_path), "--url", "http://127.0.0.1:9/none.zip"]) == 2
     assert "could not download ml-1m from http://127.0.0.1:9/none.zip" in caplog.text
     with pytest.raises(ValueError, match="unknown dataset 'ml-20m'"):
         download_dataset("ml-20m", tmp_path)

@@ -1,6 +1,7 @@
 """scripts/ml1m_results.py and scripts/paired_bootstrap.py: the results table and paired bootstraps of finished runs."""
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -131,11 +132,27 @@ def test_paired_bootstrap_matches_the_auc_difference(setup, synthetic_data_dir):
     assert report["auc"]["observed"] == pytest.approx(aucs["close"] - aucs["noisy"]) and report["auc"]["observed"] > 0
 
 
+def damage(path: Path, content: bytes | np.ndarray | None = None) -> None:
+    """Replace the file at ``path`` by ``content`` (an array is saved as .npy), or cut it to half its bytes."""
+    if isinstance(content, np.ndarray):
+        np.save(path, content)
+    else:
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2] if content is None else content)
+
+
 def test_bad_runs_and_arguments_exit_2_with_one_line(setup, synthetic_data_dir, synthetic_mf_dir, tmp_path):
     _, rows, cf, runs, _ = setup
     on_valid = fake_run(tmp_path / "on_valid", rows, cf, split="valid")
     beyond = fake_run(tmp_path / "beyond", rows + 10_000, cf)
+    with_nan = fake_run(tmp_path / "with_nan", rows, np.where(np.arange(len(rows)) % 5 == 3, np.nan, cf))
+    with_inf = fake_run(tmp_path / "with_inf", rows, np.where(np.arange(len(rows)) == 2, -np.inf, cf))
+    truncated, text = fake_run(tmp_path / "truncated", rows, cf), fake_run(tmp_path / "text", rows, cf)
+    damage(truncated / "eval_scores.npy")
+    damage(text / "eval_scores.npy", b"0.1,0.2\n")
     data, mf, close, out = synthetic_data_dir, f"MF={synthetic_mf_dir}", runs["close"], tmp_path / "x.md"
+    bootstrap = ("paired_bootstrap.py", "--baseline", runs["noisy"], "--data", data, "--candidate")
+    a_file = tmp_path / "stats.json"
+    a_file.write_text("{}")
     cases = {
         "scored valid, not valid_small": ("ml1m_results.py", "--data", data, "--model", f"run={on_valid}",
                                           "--out", out),
@@ -153,14 +170,57 @@ def test_bad_runs_and_arguments_exit_2_with_one_line(setup, synthetic_data_dir, 
                            "--data", data),
         "scored valid, not valid_small ": ("paired_bootstrap.py", "--baseline", close, "--candidate", on_valid,
                                            "--data", data),
-        "no nope split": ("paired_bootstrap.py", "--baseline", close, "--candidate", close, "--data", data,
-                          "--split", "nope"),
+        "no nope split": (*bootstrap, close, "--split", "nope"),
         "the baseline needs 1 seed or as many as the candidate (2), got 3": (
             "paired_bootstrap.py", "--baseline", close, close, close, "--candidate", close, close, "--data", data),
+        "--model name 'MF' given twice": ("ml1m_results.py", "--data", data, "--model", mf, "--model",
+                                          f"MF={close}", "--out", out),
+        "--compare 'MF:MF': compares a model with itself": ("ml1m_results.py", "--data", data, "--model", mf,
+                                                            "--compare", "MF:MF", "--out", out),
+        "--compare 'run:MF' given twice": ("ml1m_results.py", "--data", data, "--model", mf, "--model",
+                                           f"run={close}", "--compare", "run:MF", "--compare", "run:MF",
+                                           "--out", out),
+        f"{with_nan}/eval_scores.npy: row 3 (valid_small row {rows[3]}) is nan; scores must be finite (": (
+            "ml1m_results.py", "--data", data, "--model", mf, "--model", f"run={close},{with_nan}", "--out", out),
+        f"{with_inf}/eval_scores.npy: row 2 (valid_small row {rows[2]}) is -inf": (*bootstrap, with_inf),
+        f"{truncated}/eval_scores.npy: not a readable .npy array (": (*bootstrap, truncated),
+        f"{text}/eval_scores.npy: not a readable .npy array (no NumPy header": (*bootstrap, text),
+        f"{a_file}: is a file, not a dataset directory": ("paired_bootstrap.py", "--baseline", runs["noisy"],
+                                                                  "--candidate", close, "--data", a_file),
+        "--baseline and --candidate name the same run folders": ("paired_bootstrap.py", "--baseline", close,
+                                                                 "--candidate", close, "--data", data),
     }
     for message, args in cases.items():
         result = run_script(*args)
         lines = result.stderr.strip().splitlines()
         assert result.returncode == 2, (args, result.stderr[-2000:])
         assert len(lines) == 1 and lines[0].startswith("error:") and message.strip() in lines[0], (args, lines)
+    for args in (("ml1m_results.py", "--data", data, "--model", mf, "--out", out, "--resamples", "0"),
+                 (*bootstrap, close, "--resamples", "-5")):
+        result = run_script(*args)  # argparse's refusal: its usage, then one error line
+        assert result.returncode == 2 and "Traceback" not in result.stderr, (args, result.stderr[-2000:])
+        assert result.stderr.strip().splitlines()[-1].endswith(
+            f"error: argument --resamples: must be an integer >= 1, got {args[-1]}"
+        ), (args, result.stderr)
     assert not list(tmp_path.glob("x.*"))
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("eval_scores.npy", b"", "not a readable .npy array (empty file)"),
+        ("eval_rows.npy", None, "not a readable .npy array (EOF: reading array header"),
+        ("eval_scores.npy", np.array([None, 0.5], dtype=object), "not a readable .npy array (Object arrays"),
+        ("eval_rows.npy", np.array(["3", "7"]), "expected integer row numbers, found dtype <U1"),
+        ("eval_scores.npy", np.array([0.5, 1 + 2j]), "expected real-valued scores, found dtype complex128"),
+        ("eval_scores.npy", np.array([0.5, np.inf]), "row 1 (valid_small row 7) is inf; scores must be finite"),
+    ],
+)
+def test_unreadable_or_non_finite_eval_arrays_are_refused_naming_the_file(tmp_path, name, content, message):
+    from trainers.model_dirs import read_eval_scores
+
+    run = fake_run(tmp_path / "run", np.array([3, 7]), np.array([0.5, 0.25]))
+    damage(run / name, content)
+    with pytest.raises(ValueError, match="^" + re.escape(f"{run / name}: {message}")) as error:
+        read_eval_scores(run, "--run", num_rows=10)
+    assert "\n" not in str(error.value)

@@ -47,6 +47,8 @@ def test_no_checkpoint_or_no_folder_gives_none(tmp_path):
 
 
 def test_the_completion_mark_is_required_written_and_cleared(tmp_path):
+    with pytest.raises(ValueError, match=f"init_from={tmp_path / 'absent'}: no such folder"):
+        require_stage_complete(tmp_path / "absent")
     with pytest.raises(ValueError, match=f"init_from={tmp_path}: that stage did not finish"):
         require_stage_complete(tmp_path)
     mark_stage_complete(tmp_path, {"stage": "lora", "eval_auc": np.float32(0.5)})

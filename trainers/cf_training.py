@@ -9,11 +9,12 @@ import copy
 import inspect
 import itertools
 import logging
+import math
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Literal, Optional
 
 import numpy as np
 import pyarrow as pa
@@ -26,7 +27,8 @@ from modeling_cl3mrec.configuration_cf import CFRecConfig
 from modeling_cl3mrec.modeling_cf import CFRecModel
 from trainers.atomic_io import require_empty_or_own, staging_dir, write_json_atomic
 from trainers.inference.metrics import auc, ranking_report
-from trainers.training.config_values import load_yaml_file
+from trainers.training.config_values import checked_value, load_yaml_file
+from trainers.training.training_args import closest_name
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +42,23 @@ TRAIN_DEFAULTS = {
     "selection_split": "valid",
 }
 REPORT_SPLITS = ("valid", "valid_small")
+# Each train field: (annotation for config_values.checked_value, smallest allowed value, whether it is allowed itself).
+TRAIN_FIELDS = {
+    "lr": (float, 0.0, False),
+    "weight_decay": (float, 0.0, True),
+    "bias_weight_decay": (Optional[float], 0.0, True),
+    "batch_size": (int, 1, True),
+    "epochs": (int, 1, True),
+    "patience": (int, 1, True),
+    "selection_split": (Literal[REPORT_SPLITS], None, True),
+}
+# Model fields a YAML may set → annotation (None: unannotated): CFRecConfig's own arguments but the id-space sizes,
+# which come from the data. Ranges are CFRecConfig's own checks.
+MODEL_FIELDS = {
+    name: None if parameter.annotation is inspect.Parameter.empty else parameter.annotation
+    for name, parameter in inspect.signature(CFRecConfig.__init__).parameters.items()
+    if name not in ("self", "kwargs", "num_users", "num_items")
+}
 # History length the CF data is padded to when the model fields leave it out: CFRecConfig's own default.
 DEFAULT_MAX_HISTORY = inspect.signature(CFRecConfig.__init__).parameters["max_history"].default
 CF_MODEL_FILES = ("config.json", "model.safetensors", "metrics.json", "search.json")  # a saved CF run
@@ -140,26 +159,100 @@ def load_cf_yaml(path: str) -> dict:
     """Read a CF experiment YAML: ``data``, ``out``, ``seed``, ``model`` (CFRecConfig fields),
     ``train`` (``lr, weight_decay, bias_weight_decay, batch_size, epochs, patience, selection_split``;
     defaults in ``TRAIN_DEFAULTS``), optional ``search``
-    (``{"model.hidden_size": [32, 64], "train.lr": [...]}``)."""
+    (``{"model.hidden_size": [32, 64], "train.lr": [...]}``).
+
+    Every value is checked here, before any data is read (:func:`checked_cf_fields`, :func:`checked_search`).
+
+    Raises:
+        ValueError: one line naming ``path``, the field and its value.
+    """
     spec = load_yaml_file(path) or {}
     if not isinstance(spec, dict):
         raise ValueError(f"{path}: expected a mapping with the fields data, out, seed, model, train, search")
     unknown = set(spec) - {"data", "out", "seed", "model", "train", "search"}
     if unknown:
         raise ValueError(f"{path}: unknown top-level field(s) {sorted(unknown)}")
-    if "model" not in spec or "encoder_type" not in spec["model"]:
+    for section in ("model", "train", "search"):
+        if not isinstance(spec.get(section) or {}, dict):
+            raise ValueError(f"{path}: '{section}' must be a mapping of field names to values, got {spec[section]!r}")
+    if "encoder_type" not in (spec.get("model") or {}):
         raise ValueError(f"{path}: field 'model.encoder_type' is required")
-    unknown = set(spec.get("train", {})) - set(TRAIN_DEFAULTS)
-    if unknown:
-        raise ValueError(f"{path}: unknown train field(s) {sorted(unknown)}; known: {sorted(TRAIN_DEFAULTS)}")
-    spec["train"] = {**TRAIN_DEFAULTS, **spec.get("train", {})}
-    if spec["train"]["selection_split"] not in REPORT_SPLITS:
-        raise ValueError(f"{path}: train.selection_split must be one of {REPORT_SPLITS}")
-    for key in spec.get("search", {}) or {}:
-        section, _, field = key.partition(".")
-        if section not in ("model", "train") or not field:
-            raise ValueError(f"{path}: search key '{key}' must look like 'model.<field>' or 'train.<field>'")
+    spec["model"], spec["train"] = checked_cf_fields(spec["model"], spec.get("train") or {}, path)
+    if "seed" in spec:
+        spec["seed"] = checked_value("seed", spec["seed"], int, path)
+    spec["search"] = checked_search(spec, path)
     return spec
+
+
+def refuse_unknown(fields: dict, known, section: str, source: str) -> None:
+    """``ValueError`` naming ``source`` and the keys of ``fields`` (of the YAML's ``section``) not in ``known``, each
+    with the known name it most likely misspells (``'hiden_size': did you mean 'hidden_size'?``)."""
+    unknown = sorted(str(key) for key in fields if key not in known)
+    if unknown:
+        close = {key: closest_name(key, list(known)) for key in unknown}
+        hints = "; ".join(f"{key!r}: did you mean {name!r}?" for key, name in close.items() if name)
+        hints = f" ({hints})" if hints else ""
+        raise ValueError(f"{source}: unknown {section} field(s) {unknown}{hints}; known: {sorted(known)}")
+
+
+def checked_train_value(key: str, value, source: str):
+    """``train.<key>``'s ``value`` of its type (``1e-4``, a string in YAML, becomes the number) and in its range."""
+    annotation, minimum, inclusive = TRAIN_FIELDS[key]
+    value = checked_value(f"train.{key}", value, annotation, source)
+    if minimum is None or value is None:
+        return value
+    if not math.isfinite(value) or value < minimum or (value == minimum and not inclusive):
+        kind = "an integer" if annotation is int else "a finite number"
+        raise ValueError(f"{source}: train.{key} must be {kind} {'>=' if inclusive else '>'} {minimum}, got {value!r}")
+    return value
+
+
+def checked_model_value(key: str, value, source: str):
+    """``model.<key>``'s ``value`` of its type (YAML booleans stay booleans: ``"no"`` is refused, not true)."""
+    return checked_value(f"model.{key}", value, MODEL_FIELDS[key], source)
+
+
+def checked_model_fields(model_fields: dict, source: str) -> dict:
+    """``model_fields`` with known names, checked types and the ranges :class:`CFRecConfig` accepts."""
+    refuse_unknown(model_fields, MODEL_FIELDS, "model", source)
+    model_fields = {key: checked_model_value(key, value, source) for key, value in model_fields.items()}
+    try:
+        CFRecConfig(**model_fields)  # its own range checks (the id-space sizes come later, from the data)
+    except ValueError as error:
+        raise ValueError(f"{source}: model: {error}") from None
+    return model_fields
+
+
+def checked_cf_fields(model_fields: dict, train_args: dict, source: str) -> tuple[dict, dict]:
+    """``(model_fields, train_args)`` checked: known fields only, values of their type in sensible ranges; the train
+    arguments completed with ``TRAIN_DEFAULTS``.
+
+    Raises:
+        ValueError: one line naming ``source`` (the YAML file), the field and its value.
+    """
+    refuse_unknown(train_args, TRAIN_FIELDS, "train", source)
+    train_args = {**TRAIN_DEFAULTS, **train_args}
+    train_args = {key: checked_train_value(key, value, source) for key, value in train_args.items()}
+    return checked_model_fields(model_fields, source), train_args
+
+
+def checked_search(spec: dict, source: str) -> dict:
+    """``spec["search"]`` checked: each key a known ``model.<field>`` / ``train.<field>``, each value a non-empty
+    list of values that field accepts; every combination of model fields must make a valid :class:`CFRecConfig`."""
+    search = {}
+    for key, values in (spec.get("search") or {}).items():
+        section, _, field = str(key).partition(".")
+        if section not in ("model", "train") or not field:
+            raise ValueError(f"{source}: search key '{key}' must look like 'model.<field>' or 'train.<field>'")
+        known = MODEL_FIELDS if section == "model" else TRAIN_FIELDS
+        refuse_unknown({field: None}, known, section, f"{source}: search key '{key}'")
+        if not isinstance(values, list) or not values:
+            raise ValueError(f"{source}: search key '{key}' needs a non-empty list of values to try, got {values!r}")
+        check = checked_model_value if section == "model" else checked_train_value
+        search[key] = [check(field, value, f"{source}: search") for value in values]
+    for combo in grid(search):
+        checked_model_fields(apply_overrides(spec, combo)[0], f"{source}: search {combo}")
+    return search
 
 
 @torch.no_grad()
@@ -192,14 +285,15 @@ def parameter_groups(model: CFRecModel, train_args: dict) -> list[dict]:
 
 
 def train_cf_model(
-    model_fields: dict, train_args: dict, splits: dict, num_users: int, num_items: int, seed: int
+    model_fields: dict, train_args: dict, splits: dict, num_users: int, num_items: int, seed: int, source: str = "cf"
 ) -> tuple[CFRecModel, dict]:
     """Train one model; return ``(best-valid model with refreshed cold rows, summary dict)``.
 
     Selection: the epoch with the highest AUC on ``train_args["selection_split"]``; training stops after
-    ``patience`` epochs without improvement. The popularity encoder is fitted, not trained.
+    ``patience`` epochs without improvement. The popularity encoder is fitted, not trained. The fields are checked
+    first (:func:`checked_cf_fields`; errors name ``source``).
     """
-    train_args = {**TRAIN_DEFAULTS, **train_args}
+    model_fields, train_args = checked_cf_fields(model_fields, train_args, source)
     set_seed(seed)
     config = CFRecConfig(num_users=num_users, num_items=num_items, **model_fields)
     model = CFRecModel(config)

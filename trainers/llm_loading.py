@@ -18,6 +18,7 @@ from modeling_cl3mrec.collaborative_encoders import build_collaborative_encoder
 from modeling_cl3mrec.modeling_cl3mrec import CL3MRecAlignmentHeads, CL3MRecProjector, CL3MRecScoreFusion
 
 from .atomic_io import staging_dir
+from .model_dirs import load_complete
 
 logger = logging.getLogger(__name__)
 
@@ -82,7 +83,7 @@ def build_cl3mrec(
     if tokenizer.pad_token is None:
         raise ValueError(f"tokenizer at {llm_path} has no pad, eos or unk token to pad with")
 
-    cf_model = CFRecModel.from_pretrained(cf_model_dir) if cf_model_dir is not None else None
+    cf_model = load_complete(CFRecModel, cf_model_dir, "cf_model_dir") if cf_model_dir is not None else None
     if cf_model is not None:
         cf_config = cf_model.config
     placeholder_ids = {}

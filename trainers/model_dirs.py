@@ -12,9 +12,11 @@ from pathlib import Path
 
 import numpy as np
 from safetensors import SafetensorError, safe_open
+from transformers.utils import logging as transformers_logging
 
 WEIGHT_PATTERNS = ("*.safetensors", "*.bin")
 CF_MODEL_TYPE = "cl3mrec_cf"
+NPY_MAGIC = b"\x93NUMPY"  # the first bytes of every .npy file
 
 
 def read_model_config(model_dir, field: str) -> dict:
@@ -105,6 +107,32 @@ def read_eval_results(run_dir, field: str) -> dict:
     return results
 
 
+def _read_npy(path: Path, kinds: str, expected: str) -> np.ndarray:
+    """The array in ``path``, loaded without unpickling; raise ``ValueError`` naming ``path`` when it is not a
+    readable .npy array (empty, truncated, another format, pickled objects) or its dtype kind is not in ``kinds``."""
+    try:
+        with open(path, "rb") as handle:
+            header = handle.read(len(NPY_MAGIC))
+        if header != NPY_MAGIC:
+            raise ValueError("empty file" if not header else "no NumPy header: a text file or another format?")
+        array = np.load(path, allow_pickle=False)
+    except (ValueError, EOFError) as error:
+        raise ValueError(f"{path}: not a readable .npy array ({error}); re-train or re-fetch the run") from None
+    if array.dtype.kind not in kinds:
+        raise ValueError(f"{path}: expected {expected}, found dtype {array.dtype}; re-train or re-fetch the run")
+    return array
+
+
+def _require_finite(path: Path, scores: np.ndarray, rows: np.ndarray, split: str) -> None:
+    """Raise ``ValueError`` naming ``path`` and its first NaN / infinite score (and the ``split`` row it scored)."""
+    bad = np.flatnonzero(~np.isfinite(scores))
+    if len(bad):
+        raise ValueError(
+            f"{path}: row {bad[0]} ({split} row {rows[bad[0]]}) is {scores[bad[0]]}; scores must be finite "
+            f"({len(bad)} of {len(scores)} are not); re-train or re-fetch the run"
+        )
+
+
 def read_eval_scores(run_dir, field: str, split: str = "valid_small", num_rows: int | None = None):
     """``(rows [N], scores [N])`` of a finished ``cl3mrec train`` folder: the rows of ``split`` it scored
     (``eval_rows.npy``) and its scores (``eval_scores.npy``).
@@ -114,8 +142,9 @@ def read_eval_scores(run_dir, field: str, split: str = "valid_small", num_rows: 
 
     Raises:
         FileNotFoundError: naming ``field`` when the folder or a file is missing (not a finished run).
-        ValueError: when the run scored another split than ``split`` (its rows index something else), or its
-            rows and scores do not fit each other or ``num_rows``.
+        ValueError: when the run scored another split than ``split`` (its rows index something else), its rows
+            and scores do not fit each other or ``num_rows``, a .npy file is not a readable array of integer
+            rows / real scores (naming the file), or a score is NaN or infinite (naming the file and the row).
     """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -126,12 +155,14 @@ def read_eval_scores(run_dir, field: str, split: str = "valid_small", num_rows: 
     missing = [name for name in ("eval_rows.npy", "eval_scores.npy") if not (run_dir / name).is_file()]
     if missing:
         raise FileNotFoundError(f"{field}={run_dir}: no {' / '.join(missing)} (not a finished `cl3mrec train` folder)")
-    rows, scores = np.load(run_dir / "eval_rows.npy"), np.load(run_dir / "eval_scores.npy")
+    rows = _read_npy(run_dir / "eval_rows.npy", "iu", "integer row numbers")
+    scores = _read_npy(run_dir / "eval_scores.npy", "iuf", "real-valued scores")
     if rows.shape != scores.shape or rows.ndim != 1:
         raise ValueError(f"{field}={run_dir}: eval_rows.npy {rows.shape} and eval_scores.npy {scores.shape} differ")
     if num_rows is not None and len(rows) and (rows.min() < 0 or rows.max() >= num_rows):
         raise ValueError(f"{field}={run_dir}: scored {split} rows up to {rows.max()}, but the data's {split} has "
                          f"{num_rows}: scored another data folder")
+    _require_finite(run_dir / "eval_scores.npy", scores, rows, split)
     return rows, scores
 
 
@@ -158,3 +189,38 @@ def weights_fingerprint(model_dir) -> str:
             for block in iter(lambda: handle.read(1 << 22), b""):
                 digest.update(block)
     return digest.hexdigest()
+
+
+def load_complete(model_class, model_dir, field: str, **kwargs):
+    """``model_class.from_pretrained(model_dir, **kwargs)``, refused unless the saved weights fill the model exactly.
+
+    transformers initialises a parameter the checkpoint lacks at random (with a log table, not an error) and skips
+    tensors the model has no place for: a folder with a deleted, renamed or re-shaped tensor would otherwise
+    score with random weights, or stop on a long shape report.
+
+    Raises:
+        ValueError: naming ``field``, the folder and the first missing, unexpected or mis-shaped tensors.
+    """
+    verbosity = transformers_logging.get_verbosity()
+    transformers_logging.set_verbosity_error()  # its load report would precede our one line
+    try:
+        model, info = model_class.from_pretrained(
+            str(model_dir), output_loading_info=True, ignore_mismatched_sizes=True, **kwargs
+        )
+    finally:
+        transformers_logging.set_verbosity(verbosity)
+    problems = {
+        "missing": sorted(map(str, info.get("missing_keys") or ())),
+        "unexpected": sorted(map(str, info.get("unexpected_keys") or ())),
+        "of another shape (saved vs config.json)": sorted(
+            f"{name} {list(saved)} vs {list(expected)}" for name, saved, expected in info.get("mismatched_keys") or ()
+        ),
+    }
+    for kind, names in problems.items():
+        if names:
+            shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+            raise ValueError(
+                f"{field}={model_dir}: the saved weights do not fit the model (tensors {kind}: {shown}); "
+                "re-export or re-train it"
+            )
+    return model

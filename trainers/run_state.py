@@ -42,9 +42,13 @@ def _plain(value):
 
 def require_stage_complete(stage_dir, field: str = "init_from") -> None:
     """Raise ``ValueError`` unless ``stage_dir`` holds a finished stage (its completion mark)."""
-    if not (Path(stage_dir) / STAGE_COMPLETE_FILE).is_file():
+    stage_dir = Path(stage_dir)
+    if not stage_dir.is_dir():
+        raise ValueError(f"{field}={stage_dir}: no such folder; give the output_dir of a finished training stage")
+    if not (stage_dir / STAGE_COMPLETE_FILE).is_file():
         raise ValueError(
-            f"{field}={stage_dir}: that stage did not finish (no {STAGE_COMPLETE_FILE}); rerun it to the end first"
+            f"{field}={stage_dir}: that stage did not finish (no {STAGE_COMPLETE_FILE}); rerun it to the end first "
+            "(or give the output_dir of a `cl3mrec train` stage)"
         )
 
 

@@ -36,7 +36,7 @@ def _resolve(args: argparse.Namespace) -> tuple[dict, str, Path, int]:
     if not data:
         raise ValueError(f"{args.config}: no 'data' field and no --data given")
     out = Path(args.out or spec.get("out") or f"runs/cf/{spec['model']['encoder_type']}")
-    seed = args.seed if args.seed is not None else int(spec.get("seed", 42))
+    seed = args.seed if args.seed is not None else spec.get("seed", 42)
     return spec, data, out, seed
 
 
@@ -46,7 +46,7 @@ def train_command(args: argparse.Namespace) -> int:
     splits, num_users, num_items = load_cf_data(
         data, model_fields.get("max_history", DEFAULT_MAX_HISTORY), allow_pickle=args.allow_pickle
     )
-    model, summary = train_cf_model(model_fields, train_args, splits, num_users, num_items, seed)
+    model, summary = train_cf_model(model_fields, train_args, splits, num_users, num_items, seed, args.config)
     summary.update(config_file=str(args.config), data=str(data))
     save_run(model, summary, out)
     logger.info("saved %s model to %s (best epoch %d)", model_fields["encoder_type"], out, summary["best_epoch"])
@@ -63,7 +63,7 @@ def tune_command(args: argparse.Namespace) -> int:
     results = []
     for number, combo in enumerate(combos, 1):
         model_fields, train_args = apply_overrides(spec, combo)
-        _, summary = train_cf_model(model_fields, train_args, splits, num_users, num_items, seed)
+        _, summary = train_cf_model(model_fields, train_args, splits, num_users, num_items, seed, args.config)
         select = train_args["selection_split"]
         results.append({"overrides": combo, "best_epoch": summary["best_epoch"], "selection_split": select,
                         "select_auc": summary[select]["auc"], "train_seconds": summary["train_seconds"],

@@ -20,10 +20,15 @@ logger = logging.getLogger(__name__)
 
 
 def train_command(args: argparse.Namespace) -> int:
-    """``cl3mrec train --config configs/ml1m/<exp>.yaml [key=value ...]``."""
+    """``cl3mrec train --config configs/ml1m/<exp>.yaml [key=value ...]``.
+
+    The stage's eval metrics, as JSON, are the last line of stdout; the Trainer's log dicts go to stderr."""
     model_args, data_args, training_args = parse_config(args.config, args.overrides)
-    metrics = run_stage(model_args, data_args, training_args)
+    with contextlib.redirect_stdout(sys.stderr):
+        metrics = run_stage(model_args, data_args, training_args)
     logger.info("eval_auc %.4f eval_uauc %.4f", metrics.get("eval_auc", float("nan")), metrics.get("eval_uauc", float("nan")))
+    if PartialState().is_main_process:
+        print(json.dumps(metrics, default=float))  # the CLI's answer, on stdout
     return 0
 
 

@@ -13,6 +13,7 @@ from transformers import AutoTokenizer
 from modeling_cl3mrec import CL3MRecModel, CL3MRecProcessor
 
 from ..llm_loading import unwrap_peft
+from ..model_dirs import load_complete
 from ..training.prompt_dataset import CL3MRecCollator, context_groups, length_grouped_batches, tokenize_dataset
 from ..training.stages import frozen_decoder_weights_in
 from .ranking import grouped_kv_attention
@@ -73,7 +74,7 @@ class CL3MRecScorer:
     @classmethod
     def from_pretrained(cls, model_dir, device: str | None = None, attn_implementation: str = "sdpa", **kwargs):
         """Load a saved model + processor from `model_dir` (registered classes; no remote code needed)."""
-        model = CL3MRecModel.from_pretrained(model_dir, attn_implementation=attn_implementation)
+        model = load_complete(CL3MRecModel, model_dir, "--model", attn_implementation=attn_implementation)
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         return cls(model.to(device), load_processor(model_dir, model.config), **kwargs)
 

@@ -9,7 +9,7 @@ from datasets import Dataset
 
 from modeling_cl3mrec.modeling_cf import CFRecModel
 from trainers.cf_training import dataset_to_tensors, predict
-from trainers.model_dirs import check_weights, read_model_config
+from trainers.model_dirs import check_weights, load_complete, read_model_config
 
 
 class Scorer(Protocol):
@@ -29,7 +29,7 @@ class CFScorer:
 
     @classmethod
     def from_pretrained(cls, model_dir, batch_size: int = 4096) -> "CFScorer":
-        return cls(CFRecModel.from_pretrained(str(model_dir)), batch_size=batch_size)
+        return cls(load_complete(CFRecModel, model_dir, "--model"), batch_size=batch_size)
 
     @torch.no_grad()
     def score(self, dataset: Dataset) -> np.ndarray:

@@ -5,6 +5,7 @@ previous one, :func:`trainers.training.stage_run.run_stage`) → export → relo
 trust_remote_code=True)`` in a fresh process that never imports this repository → the scores must match.
 """
 
+import logging
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ..atomic_io import write_json_atomic
+from ..cf_training import checked_cf_fields
 from .config_values import load_yaml_file
 from .stage_run import run_stage
 from .training_args import parse_config
@@ -28,6 +30,8 @@ if any(name.split(".")[0] in ("modeling_cl3mrec", "trainers", "data_scripts") fo
 records = load_from_disk(data_dir)[split].select(np.load(rows_file)).to_list()
 np.save(out, np.array([result["score"] for result in recommender(records, batch_size=16)]))
 """
+logger = logging.getLogger(__name__)
+DEFAULT_CF_MODEL = {"encoder_type": "mf", "hidden_size": 16}
 PIPELINE_KEYS = {"out_dir", "seed", "data", "cf", "llm", "defaults", "stages", "reload_atol"}
 
 
@@ -53,7 +57,7 @@ def prepare_pipeline_inputs(spec: dict, out_dir: Path, seed: int) -> dict:
     data_dir, cf_dir, llm_dir = out_dir / "data", out_dir / "cf", out_dir / "llm"
     generate_synthetic(data_dir, seed=seed, **spec.get("data", {}))
     cf_spec = spec.get("cf", {})
-    model_fields = dict(cf_spec.get("model", {"encoder_type": "mf", "hidden_size": 16}))
+    model_fields = dict(cf_spec.get("model", DEFAULT_CF_MODEL))
     splits, num_users, num_items = load_cf_data(str(data_dir), model_fields.get("max_history", DEFAULT_MAX_HISTORY))
     cf_model, summary = train_cf_model(
         model_fields, {**TRAIN_DEFAULTS, **cf_spec.get("train", {})}, splits, num_users, num_items, seed
@@ -61,6 +65,34 @@ def prepare_pipeline_inputs(spec: dict, out_dir: Path, seed: int) -> dict:
     save_run(cf_model, summary, cf_dir)
     build_tiny_llm(llm_dir, arch=spec.get("llm", {}).get("arch", "llama"), texts=texts_from_dataset(data_dir), seed=seed)
     return {"valid_small_auc": summary["valid_small"]["auc"], "valid_small_uauc": summary["valid_small"]["uauc"]}
+
+
+def check_sections(spec: dict, config_path) -> None:
+    """Refuse a pipeline config whose sections have the wrong shape: ``stages`` a non-empty list of mappings,
+    ``data`` / ``cf`` / ``llm`` / ``defaults`` mappings (``data`` without ``seed``: the top-level ``seed`` is used)."""
+    stages = spec["stages"]
+    if not isinstance(stages, list) or not stages or not all(isinstance(stage, dict) for stage in stages):
+        raise ValueError(f"{config_path}: stages must be a non-empty list of stage mappings, got {stages!r}")
+    for key in ("data", "cf", "llm", "defaults"):
+        if not isinstance(spec.get(key, {}), dict):
+            raise ValueError(f"{config_path}: {key} must be a mapping, got {spec[key]!r}")
+    if "seed" in spec.get("data", {}):
+        raise ValueError(f"{config_path}: data.seed is not a field; the top-level seed seeds the synthetic data")
+    cf_spec = spec.get("cf", {})  # checked before any data is made: the CF encoder trains after it
+    model_fields, train_args = dict(cf_spec.get("model", DEFAULT_CF_MODEL)), dict(cf_spec.get("train", {}))
+    checked_cf_fields(model_fields, train_args, f"{config_path}: cf")
+
+
+def read_reload_atol(spec: dict, config_path) -> float:
+    """The config's ``reload_atol`` (default 1e-4) as a float >= 0; YAML reads ``1e-4`` as a string."""
+    value = spec.get("reload_atol", 1e-4)
+    try:
+        atol = float(value)
+    except (TypeError, ValueError):
+        atol = float("nan")
+    if isinstance(value, bool) or not atol >= 0:
+        raise ValueError(f"{config_path}: reload_atol must be a number >= 0, got {value!r}")
+    return atol
 
 
 def run_pipeline(config_path: str) -> dict:
@@ -75,7 +107,8 @@ def run_pipeline(config_path: str) -> dict:
     unknown = sorted(set(spec) - PIPELINE_KEYS)
     if unknown or "stages" not in spec or "out_dir" not in spec:
         raise ValueError(f"{config_path}: needs out_dir and stages; unknown key(s) {unknown}; known {sorted(PIPELINE_KEYS)}")
-    out_dir, seed = Path(spec["out_dir"]), int(spec.get("seed", 0))
+    check_sections(spec, config_path)
+    out_dir, seed, reload_atol = Path(spec["out_dir"]), int(spec.get("seed", 0)), read_reload_atol(spec, config_path)
     # Parse every stage first (fail fast); the TrainingArguments also set up the process state (use_cpu
     # included), so it must exist before PartialState() is asked which process is the main one.
     stages, previous = [], None
@@ -94,7 +127,7 @@ def run_pipeline(config_path: str) -> dict:
             **stage_spec,
             "output_dir": str(out_dir / name),
         }
-        stages.append((name, parse_config(values)))
+        stages.append((name, parse_config(values, source=f"{config_path}, stage {name!r}")))
         previous = values["output_dir"]
     state = stages[0][1][2].distributed_state
     results = {"cf": None, "stages": {}}
@@ -115,8 +148,11 @@ def run_pipeline(config_path: str) -> dict:
         results.update(
             export_dir=str(export_dir),
             reload_max_abs_diff=difference,
-            reload_identical=bool(difference <= float(spec.get("reload_atol", 1e-4))),
+            reload_identical=bool(difference <= reload_atol),
         )
+        if difference > reload_atol:
+            logger.error("reload check failed: scores differ by up to %.3g after reloading %s (reload_atol %g)",
+                         difference, export_dir, reload_atol)  # fmt: skip
         write_json_atomic(out_dir / "pipeline_results.json", results)
     state.wait_for_everyone()
     return results

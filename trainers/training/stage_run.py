@@ -94,7 +94,8 @@ def run_stage(model_args, data_args, args) -> dict:
     metrics = {**prediction.metrics, **trainer.flush_metrics("eval")}
     metrics.update({f"eval_{key}": value for key, value in trainer.alignment_report().items()})
     metrics.update({f"eval_{key}_before_training": value for key, value in alignment_before.items()})
-    trainer.log_metrics("eval", metrics)
+    if trainer.is_world_process_zero():  # on stderr: stdout carries only the CLI's JSON answer
+        logger.info("eval metrics: %s", ", ".join(f"{key} = {value}" for key, value in sorted(metrics.items())))
     trainer.log(dict(metrics))  # predict() logs nothing: this hands the final metrics to every report_to tracker
     report = ranking_report(eval_raw["user_id"], eval_raw["label"], prediction.predictions, eval_raw["warm"])
     results = eval_results(data_args.eval_split, report, metrics)

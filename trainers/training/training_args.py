@@ -132,6 +132,11 @@ class CL3MRecTrainingArguments(TrainingArguments):
             raise ValueError("cf_cross_fit_folds needs a frozen CF encoder (train_cf_encoder: false)")
         if self.fusion_learning_rate <= 0:
             raise ValueError(f"fusion_learning_rate must be > 0, got {self.fusion_learning_rate}")
+        for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps"):
+            if getattr(self, name) < 1:  # else training runs to the end and scoring fails on it
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.learning_rate < 0:
+            raise ValueError(f"learning_rate must be >= 0, got {self.learning_rate}")
         if self.lora_r < 1 or self.lora_alpha < 1 or not 0 <= self.lora_dropout < 1:
             raise ValueError(
                 f"LoRA needs lora_r >= 1, lora_alpha >= 1, 0 <= lora_dropout < 1; got "
@@ -329,15 +334,18 @@ def load_stage_config(path: str | Path, _seen: tuple = ()) -> dict:
 
 
 def parse_config(
-    config: str | Path | dict, overrides: list[str] | dict | None = None
+    config: str | Path | dict, overrides: list[str] | dict | None = None, source: str = "<dict>"
 ) -> tuple[ModelArguments, DataArguments, CL3MRecTrainingArguments]:
     """Read one stage's YAML (or dict) + overrides into the three dataclasses.
+
+    Args:
+        source: where a dict ``config`` came from, for error messages (a YAML file names itself).
 
     Raises:
         ValueError: an unknown key (named with the file), or a value a dataclass refuses.
     """
     if isinstance(config, dict):
-        values, source = dict(config), "<dict>"
+        values = dict(config)
     else:
         source = str(config)
         values = load_stage_config(config)

@@ -1,0 +1,76 @@
+"""`cl3mrec train` / `pipeline` refuse bad settings before any work (one line, exit 2, nothing written), and
+`train`'s stdout is its JSON answer only (the Trainer's log dicts go to stderr)."""
+
+import json
+import logging
+from pathlib import Path
+
+import pytest
+
+from trainers.cli import main
+from trainers.training.smoke_pipeline import read_reload_atol
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def refused(argv, caplog) -> str:
+    """The one error line of ``cl3mrec argv``, which must exit 2."""
+    with caplog.at_level(logging.ERROR, logger="cl3mrec"):
+        assert main(argv) == 2
+    errors = [record.getMessage() for record in caplog.records if record.name == "cl3mrec"]
+    assert len(errors) == 1, errors
+    return errors[0]
+
+
+@pytest.mark.parametrize(
+    "override, expected",
+    [
+        ("per_device_eval_batch_size=0", "per_device_eval_batch_size must be >= 1, got 0"),
+        ("per_device_train_batch_size=0", "per_device_train_batch_size must be >= 1, got 0"),
+        ("learning_rate=-1", "learning_rate must be >= 0, got -1"),
+    ],
+)
+def test_bad_batch_sizes_and_learning_rates_are_refused_before_training(override, expected, tmp_path, caplog):
+    config = tmp_path / "stage.yaml"
+    config.write_text(f"llm_path: {tmp_path}/llm\ndata_dir: {tmp_path}/data\noutput_dir: {tmp_path}/out\n")
+    assert expected in refused(["train", "--config", str(config), override], caplog)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("value", [-1, True, "fast"])
+def test_a_bad_reload_tolerance_is_refused_before_the_pipeline_runs(value, tmp_path, caplog):
+    config = tmp_path / "pipeline.yaml"
+    spec = {"out_dir": str(tmp_path / "out"), "stages": [{"stage": "lora"}], "reload_atol": value}
+    config.write_text(json.dumps(spec))
+    assert f"reload_atol must be a number >= 0, got {value!r}" in refused(["pipeline", "--config", str(config)], caplog)
+    assert not (tmp_path / "out").exists()
+    assert read_reload_atol({"reload_atol": "1e-4"}, "x.yaml") == 1e-4  # YAML reads 1e-4 as a string
+
+
+@pytest.mark.parametrize(
+    "changes, expected",
+    [
+        ({"stages": []}, "stages must be a non-empty list of stage mappings, got []"),
+        ({"data": 5}, "data must be a mapping, got 5"),
+        ({"data": {"seed": 3}}, "data.seed is not a field"),
+        ({"cf": {"train": {"epochs": 0}}}, "cf: train.epochs must be an integer >= 1, got 0"),
+    ],
+)
+def test_a_badly_shaped_pipeline_config_is_refused_before_any_work(changes, expected, tmp_path, caplog):
+    config = tmp_path / "pipeline.yaml"
+    config.write_text(json.dumps({"out_dir": str(tmp_path / "out"), "stages": [{"stage": "lora"}], **changes}))
+    assert f"{config}: {expected}" in refused(["pipeline", "--config", str(config)], caplog)
+    assert not (tmp_path / "out").exists()
+
+
+def test_train_prints_its_metrics_as_json_and_nothing_else(synthetic_data_dir, tiny_llama_dir, tmp_path, capsys):
+    overrides = [
+        f"llm_path={tiny_llama_dir}", f"data_dir={synthetic_data_dir}", f"output_dir={tmp_path / 'run'}",
+        f"text_cache_dir={tmp_path / 'cache'}", "max_train_samples=16", "max_eval_samples=32", "report_to=none",
+        "logging_steps=1", "bf16=false", "save_strategy=no",
+    ]
+    assert main(["train", "--config", str(REPO / "configs/ml1m/tallrec_lora.yaml"), *overrides]) == 0
+    captured = capsys.readouterr()
+    answer = json.loads(captured.out)  # the whole of stdout
+    assert 0.0 <= answer["eval_auc"] <= 1.0 and answer["eval_n_rows"] == 32
+    assert "'loss'" in captured.err  # the Trainer's step logs, moved off stdout
