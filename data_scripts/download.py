@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import urllib.error
 import urllib.request
 import zipfile
 from pathlib import Path
 
-from trainers.atomic_io import staging_file
+from trainers.atomic_io import staging_dir, staging_file
 
 logger = logging.getLogger(__name__)
 
@@ -45,9 +46,15 @@ def download_dataset(name: str, out_dir: str | Path, url: str | None = None, tim
         if created is not None:
             shutil.rmtree(created, ignore_errors=True)
         raise
-    with zipfile.ZipFile(archive) as zipped:
-        zipped.extractall(out_dir)
-    logger.info("extracted %s into %s", archive, out_dir)
+    with staging_dir(out_dir / name) as staging:  # a failed or killed unzip leaves no half-filled folder
+        with zipfile.ZipFile(archive) as zipped:
+            zipped.extractall(staging)
+        top = staging / name  # the archive's own top folder (ml-1m/...): its files go straight into out_dir/name
+        if top.is_dir():
+            for entry in list(top.iterdir()):
+                os.replace(entry, staging / entry.name)
+            top.rmdir()
+    logger.info("extracted %s into %s", archive, out_dir / name)
     return out_dir / name
 
 

@@ -103,6 +103,14 @@ def validate_frame(
     flat = np.concatenate([np.zeros(0, np.int64)] + [np.asarray(ids, dtype=np.int64) for ids in frame["history_item_ids"]])
     if flat.size:
         _check_ids(flat, source, "history_item_ids", num_items, rows=None)
+    flags = frame[["user_warm", "item_warm", "warm"]].astype(bool).to_numpy()
+    inconsistent = flags[:, 2] != (flags[:, 0] & flags[:, 1])  # the warm / cold metrics read `warm`
+    if inconsistent.any():
+        position = int(np.argmax(inconsistent))
+        raise ValueError(
+            f"{source}: row {frame.index[position]}: warm is {bool(flags[position, 2])} but user_warm and item_warm "
+            f"are {bool(flags[position, 0])} and {bool(flags[position, 1])}; warm must be user_warm and item_warm"
+        )
 
 
 def is_null(value) -> bool:

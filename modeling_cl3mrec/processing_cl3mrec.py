@@ -229,6 +229,13 @@ class CL3MRecProcessor(ProcessorMixin):
             if records and key in records[0]:
                 features[key] = [int(record[key]) for record in records]
         if records and "history_item_ids" in records[0]:
+            for index, record in enumerate(records):  # the prompt's titles and the history tokens must pair up
+                ids, titles = record["history_item_ids"], record["history_titles"]
+                if len(ids) != len(titles):
+                    raise ValueError(
+                        f"record {index}: history_item_ids has {len(ids)} entries but history_titles has "
+                        f"{len(titles)}; they must list the same items in the same order"
+                    )
             features["history_item_ids"] = [
                 [int(i) for i in self.recent_history(record["history_item_ids"])] for record in records
             ]

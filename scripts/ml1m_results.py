@@ -57,6 +57,8 @@ def parse_arguments(parser, args) -> tuple[dict[str, list[Path]], list[tuple[str
         name, _, dirs = spec.partition("=")
         if name in models:
             parser.exit(2, f"error: --model name {name!r} given twice; give each model its own name\n")
+        if ":" in name or "|" in name:  # ':' splits --compare, '|' a Markdown table cell
+            parser.exit(2, f"error: --model name {name!r}: a name cannot hold ':' or '|'\n")
         models[name] = [Path(directory) for directory in dirs.split(",") if directory]
         if not name or not models[name]:
             parser.exit(2, f"error: --model {spec!r}: expected NAME=DIR[,DIR...]\n")
@@ -93,10 +95,18 @@ def rest_scores(run_dir: Path, split_name: str, split) -> np.ndarray:
     columns = [list(split[column]) for column in ("user_id", "item_id", "timestamp")]
     rows = hashlib.sha256(json.dumps(columns).encode()).hexdigest()
     cache = run_dir / f"{split_name}_scores_{rows[:12]}_{weights_fingerprint(run_dir / 'merged')[:12]}.npy"
-    if not cache.is_file():
-        logger.info("scoring %s on %d %s rows", run_dir, len(split), split_name)
-        write_npy_atomic(cache, load_scorer(run_dir / "merged").score(split))
-    return np.load(cache)
+    if cache.is_file():
+        try:
+            scores = np.load(cache, allow_pickle=False)
+            if scores.shape == (len(split),) and np.isfinite(scores).all():
+                return scores
+        except (OSError, ValueError) as error:
+            logger.warning("%s: unreadable (%s)", cache, error)
+        logger.warning("%s: damaged outside this script; scoring again", cache)
+    logger.info("scoring %s on %d %s rows", run_dir, len(split), split_name)
+    scores = load_scorer(run_dir / "merged").score(split)
+    write_npy_atomic(cache, scores)
+    return scores
 
 
 def lookup(report: dict, dotted: str):

@@ -4,6 +4,7 @@ import argparse
 import logging
 import urllib.error
 import zipfile
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -84,3 +85,21 @@ def test_download_unzips(tmp_path, monkeypatch):
     monkeypatch.setattr(download.urllib.request, "urlopen", lambda url, timeout: archive.open("rb"))
     folder = download_dataset("ml-1m", tmp_path / "out")
     assert (folder / "ratings.dat").read_text() == "1::1::5::978300760\n"
+
+
+def test_an_unzip_that_fails_leaves_no_half_filled_folder(tmp_path, monkeypatch):
+    archive = tmp_path / "src.zip"
+    with zipfile.ZipFile(archive, "w") as zipped:
+        zipped.writestr("ml-1m/ratings.dat", "1::1::5::978300760\n")
+    monkeypatch.setattr(download.urllib.request, "urlopen", lambda url, timeout: archive.open("rb"))
+
+    def full_disk(self, path):
+        (Path(path) / "ml-1m").mkdir()
+        (Path(path) / "ml-1m" / "ratings.dat").write_text("1::1::")  # cut short
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(zipfile.ZipFile, "extractall", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        download_dataset("ml-1m", tmp_path / "out")
+    assert not (tmp_path / "out" / "ml-1m").exists()
+    assert [path.name for path in (tmp_path / "out").iterdir()] == ["ml-1m.zip"]  # the complete archive stays

@@ -213,3 +213,18 @@ def test_skip_last_months_is_refused_below_zero_in_the_library():
 
     with pytest.raises(ValueError, match="skip_last_months must be >= 0, got -1"):
         assign_month_splits(pd.DataFrame({"timestamp": [0]}), skip_last_months=-1)
+
+
+def test_warm_flags_that_contradict_each_other_are_refused():
+    """`warm` drives the warm / cold metrics: it must be `user_warm and item_warm` on every row."""
+    import pandas as pd
+
+    from data_scripts.schema import validate_frame
+
+    row = {"user_id": 1, "item_id": 2, "label": 1, "timestamp": 0, "history_item_ids": [3], "history_titles": ["m3"],
+           "title": "m2", "user_warm": True, "item_warm": True, "warm": True}  # fmt: skip
+    frame = pd.DataFrame([row, {**row, "label": 0}])
+    validate_frame(frame, "split.parquet")
+    frame.loc[1, "user_warm"] = False
+    with pytest.raises(ValueError, match=r"split.parquet: row 1: warm is True but user_warm and item_warm are False"):
+        validate_frame(frame, "split.parquet")

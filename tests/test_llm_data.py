@@ -30,6 +30,17 @@ def test_short_history_renders_every_item(make_cl3mrec, tiny_rows):
     assert counts == [len(ids) for ids in rows["history_item_ids"]]
 
 
+def test_history_ids_and_titles_of_other_lengths_are_refused(make_cl3mrec, tiny_rows):
+    """The prompt shows the titles and the history tokens carry the ids: a row whose lists differ would pair
+    each title with another item's CF embedding."""
+    model, tokenizer = make_cl3mrec("llama", "mf", use_history_embeddings=True)
+    processor = CL3MRecProcessor.from_model_config(tokenizer, model.config, max_history=3)
+    records = tiny_rows.filter(lambda row: len(row["history_item_ids"]) > 1).select(range(2)).to_list()
+    records[1]["history_titles"] = records[1]["history_titles"][1:]
+    with pytest.raises(ValueError, match=r"record 1: history_item_ids has \d+ entries but history_titles has \d+"):
+        processor.encode(records)
+
+
 def test_collator_left_pads(make_cl3mrec, tiny_rows):
     model, tokenizer = make_cl3mrec("llama", "mf")
     processor = CL3MRecProcessor(tokenizer, template=model.config.prompt_template, max_history=2)

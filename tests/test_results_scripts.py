@@ -101,6 +101,10 @@ def test_an_llm_run_is_scored_on_the_other_half_from_its_export(setup, synthetic
     np.save(cache, np.zeros(len(other_half_rows(data))))  # a second call reads the cache, not the export
     again = run_script(*args, "--out", tmp_path / "again.md")
     assert again.returncode == 0 and table_row(again.stdout, "run")[-2:] == ["0.5000", "0.5000"]
+    cache.write_bytes(cache.read_bytes()[:90])  # damaged outside the script: scored again, not a traceback
+    third = run_script(*args, "--out", tmp_path / "third.md")
+    assert third.returncode == 0 and "scoring again" in third.stderr
+    assert table_row(third.stdout, "run")[-2:] == table_row(result.stdout, "run")[-2:]
     cache.unlink()
 
 
@@ -175,6 +179,8 @@ def test_bad_runs_and_arguments_exit_2_with_one_line(setup, synthetic_data_dir, 
             "paired_bootstrap.py", "--baseline", close, close, close, "--candidate", close, close, "--data", data),
         "--model name 'MF' given twice": ("ml1m_results.py", "--data", data, "--model", mf, "--model",
                                           f"MF={close}", "--out", out),
+        "--model name 'a:b': a name cannot hold ':' or '|'": ("ml1m_results.py", "--data", data, "--model",
+                                                              f"a:b={close}", "--out", out),
         "--compare 'MF:MF': compares a model with itself": ("ml1m_results.py", "--data", data, "--model", mf,
                                                             "--compare", "MF:MF", "--out", out),
         "--compare 'run:MF' given twice": ("ml1m_results.py", "--data", data, "--model", mf, "--model",
