@@ -85,10 +85,10 @@ def build_tiny_llm(out_dir, arch: str = "llama", texts: Iterable[str] | None = N
 
 def texts_from_dataset(dataset_dir, limit: int = 20000) -> list[str]:
     """Titles and history titles of a saved `DatasetDict` (train split first), as tokenizer training text."""
-    from datasets import load_from_disk
+    from data_scripts.io import load_dataset_dict
 
-    dataset = load_from_disk(str(dataset_dir))
-    split = dataset["train"] if "train" in dataset else next(iter(dataset.values()))
+    dataset = load_dataset_dict(dataset_dir)  # names a missing, non-dataset or damaged folder
+    split = dataset["train"]
     split = split.select(range(min(limit, len(split))))
     texts = list(DEFAULT_TEXTS) + list(split["title"])
     if "history_titles" in split.column_names:
