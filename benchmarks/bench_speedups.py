@@ -202,7 +202,8 @@ def main(argv=None) -> int:
         f"Training: {args.batches} timed batches of {args.batch_size} rows per stage after one warm-up batch, the "
         f"three paths interleaved batch by batch (rows of `{args.data}` in the trainer's context-grouped order). "
         f"Scoring: {args.score_rounds} alternating rounds over {args.score_batches} grouped batches of "
-        f"`{args.valid_data}` spread over its length-sorted order. {session.threads} threads, device {common.device()}, LLM `{args.llm}`, bf16 autocast.",
+        f"`{args.valid_data}` spread over its length-sorted order. {session.threads} threads, device "
+        f"{common.device()}, LLM `{args.llm}`, bf16 autocast.",
         "",
         common.markdown_table(["what", "path", "rows/s", "vs plain", "projected wall-clock"], table),
     ]

@@ -33,6 +33,7 @@ from typing import NamedTuple
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import common  # noqa: E402
+from trainers.arg_types import count  # noqa: E402
 from trainers.cpu_allocator import restart_with_jemalloc  # noqa: E402
 from trainers.training.training_args import load_stage_config  # noqa: E402
 
@@ -132,7 +133,7 @@ def parse_args(argv=None):
     )
     parser.add_argument("--steps", type=common.positive_int, default=8, help="timed optimizer steps per configuration")
     parser.add_argument(
-        "--warmup", type=common.positive_int, default=2, help="untimed steps first (allocator and caches warm up)",
+        "--warmup", type=count(0), default=2, help="untimed steps first (allocator and caches warm up)",
     )
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--quick", action="store_true", help="2 lora configurations, 2 timed steps of batch 4")

@@ -10,9 +10,10 @@ import urllib.request
 import zipfile
 from pathlib import Path
 
-from trainers.atomic_io import staging_dir, staging_file
+from trainers.atomic_io import require_empty_or_own, staging_dir, staging_file
 
 logger = logging.getLogger(__name__)
+RAW_FILE_PATTERNS = ("*.dat", "README*")  # what an unzipped MovieLens folder holds
 
 ML1M_URL = "https://files.grouplens.org/datasets/movielens/ml-1m.zip"
 DATASETS = {"ml-1m": ML1M_URL}
@@ -35,6 +36,7 @@ def download_dataset(name: str, out_dir: str | Path, url: str | None = None, tim
         raise ValueError(f"unknown dataset '{name}'; known: {sorted(DATASETS)}")
     url = url or DATASETS[name]
     out_dir = Path(out_dir)
+    require_empty_or_own(out_dir / name, RAW_FILE_PATTERNS)  # the unzip replaces that folder whole: check first
     created = _topmost_missing(out_dir)
     archive = out_dir / f"{name}.zip"
     logger.info("downloading %s to %s", url, archive)

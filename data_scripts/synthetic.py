@@ -107,19 +107,10 @@ def generate_synthetic(
     Raises:
         ValueError: an unknown field, or a count that is not an integer >= 1 (see :func:`synthetic_interactions`).
     """
-    if unknown:
-        raise ValueError(_unknown_fields_message(sorted(unknown)))
+    from trainers.training.config_values import refuse_unknown
+
+    refuse_unknown(unknown, COUNT_FIELDS, "synthetic data", "field(s)", list_known=True)
     interactions = synthetic_interactions(num_users, num_items, interactions_per_user, seed=seed)
     split = assign_month_splits(interactions, TRAIN_MONTHS, 5, 5)
     frames = frames_from_interactions(split)
     return save_dataset_dict(frames, out_dir, source=f"synthetic:users={num_users},items={num_items},seed={seed}")
-
-
-def _unknown_fields_message(unknown: list[str]) -> str:
-    """``synthetic data: unknown field(s) [...] ('num_user': did you mean 'num_users'?); known: [...]``."""
-    from trainers.training.training_args import closest_name
-
-    close = {key: closest_name(key, COUNT_FIELDS) for key in unknown}
-    hints = "; ".join(f"{key!r}: did you mean {name!r}?" for key, name in close.items() if name)
-    hints = f" ({hints})" if hints else ""
-    return f"synthetic data: unknown field(s) {unknown}{hints}; known: {list(COUNT_FIELDS)}"

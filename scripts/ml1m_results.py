@@ -29,7 +29,13 @@ from trainers.arg_types import positive_int
 from trainers.inference.bootstrap import check_seed_counts, paired_bootstrap
 from trainers.inference.metrics import ranking_report
 from trainers.inference.scoring import load_scorer
-from trainers.model_dirs import read_model_config, read_shared_eval_scores, require_model_dir, weights_fingerprint
+from trainers.model_dirs import (
+    read_model_config,
+    read_npy,
+    read_shared_eval_scores,
+    require_model_dir,
+    weights_fingerprint,
+)
 
 logger = logging.getLogger("ml1m_results")
 COLUMNS = (
@@ -97,12 +103,13 @@ def rest_scores(run_dir: Path, split_name: str, split) -> np.ndarray:
     cache = run_dir / f"{split_name}_scores_{rows[:12]}_{weights_fingerprint(run_dir / 'merged')[:12]}.npy"
     if cache.is_file():
         try:
-            scores = np.load(cache, allow_pickle=False)
+            scores = read_npy(cache, "f", "float scores")
             if scores.shape == (len(split),) and np.isfinite(scores).all():
                 return scores
-        except (OSError, ValueError) as error:
-            logger.warning("%s: unreadable (%s)", cache, error)
-        logger.warning("%s: damaged outside this script; scoring again", cache)
+            problem = f"shape {scores.shape} or non-finite scores"
+        except ValueError as error:
+            problem = str(error)
+        logger.warning("%s: damaged outside this script (%s); scoring again", cache, problem)
     logger.info("scoring %s on %d %s rows", run_dir, len(split), split_name)
     scores = load_scorer(run_dir / "merged").score(split)
     write_npy_atomic(cache, scores)

@@ -39,6 +39,10 @@ def test_bad_inputs_raise(rows):
     users, labels, noise = rows
     with pytest.raises(ValueError, match="baseline score arrays"):
         paired_bootstrap(users, labels, noise[:2], noise, resamples=5)
+    with pytest.raises(ValueError, match="labels must be 0 or 1; row 3 is 0.5"):
+        fractional = labels.astype(float)
+        fractional[3] = 0.5
+        paired_bootstrap(users, fractional, [noise[0]], [noise[1]], resamples=5)
     with pytest.raises(ValueError, match="entries for"):
         paired_bootstrap(users, labels, [noise[0][:-1]], [noise[1]], resamples=5)
 

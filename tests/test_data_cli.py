@@ -103,3 +103,12 @@ def test_an_unzip_that_fails_leaves_no_half_filled_folder(tmp_path, monkeypatch)
         download_dataset("ml-1m", tmp_path / "out")
     assert not (tmp_path / "out" / "ml-1m").exists()
     assert [path.name for path in (tmp_path / "out").iterdir()] == ["ml-1m.zip"]  # the complete archive stays
+
+
+def test_the_unzip_does_not_replace_a_folder_of_unrelated_files(tmp_path, monkeypatch):
+    (tmp_path / "out" / "ml-1m").mkdir(parents=True)
+    (tmp_path / "out" / "ml-1m" / "notes.txt").write_text("mine")
+    monkeypatch.setattr(download.urllib.request, "urlopen", lambda url, timeout: pytest.fail("downloaded anyway"))
+    with pytest.raises(ValueError, match=r"ml-1m: folder holds 1 unrelated entries"):
+        download_dataset("ml-1m", tmp_path / "out")
+    assert (tmp_path / "out" / "ml-1m" / "notes.txt").read_text() == "mine"

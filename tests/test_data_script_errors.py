@@ -217,8 +217,6 @@ def test_skip_last_months_is_refused_below_zero_in_the_library():
 
 def test_warm_flags_that_contradict_each_other_are_refused():
     """`warm` drives the warm / cold metrics: it must be `user_warm and item_warm` on every row."""
-    import pandas as pd
-
     from data_scripts.schema import validate_frame
 
     row = {"user_id": 1, "item_id": 2, "label": 1, "timestamp": 0, "history_item_ids": [3], "history_titles": ["m3"],

@@ -55,15 +55,14 @@ def test_llm_folder_with_a_missing_tensor_is_refused(make_cl3mrec, tmp_path, arc
         load_complete(CL3MRecModel, tmp_path / "broken", "--model")
 
 
-def test_a_cf_model_of_other_data_is_refused_before_training(synthetic_data_dir, synthetic_mf_dir, tmp_path):
+def test_a_cf_model_of_other_data_is_refused_before_training(synthetic_data_dir, synthetic_mf_dir):
     """Stage `cie` reads ids through the CF model's tables: one trained on other data must not be accepted."""
-    from trainers.training.stage_setup import check_cf_id_space
+    from data_scripts.io import read_stats
+    from trainers.training.stage_model import check_cf_id_space
 
-    check_cf_id_space(synthetic_mf_dir, synthetic_data_dir)  # the model of this data
-    other = tmp_path / "other_mf"
-    shutil.copytree(synthetic_mf_dir, other)
-    config = json.loads((other / "config.json").read_text())
-    config["num_items"] += 7
-    (other / "config.json").write_text(json.dumps(config))
-    with pytest.raises(ValueError, match=rf"cf_model_dir={other}: num_items = \d+, but data_dir=.* \(stats.json\)"):
-        check_cf_id_space(other, synthetic_data_dir)
+    stats = read_stats(synthetic_data_dir)
+    config = json.loads((synthetic_mf_dir / "config.json").read_text())
+    check_cf_id_space(config, synthetic_mf_dir, stats)  # the model of this data
+    other = {**config, "num_items": config["num_items"] + 7}
+    with pytest.raises(ValueError, match=r"cf_model_dir=other: num_items = \d+, but the data has \d+ \(stats.json\)"):
+        check_cf_id_space(other, "other", stats)

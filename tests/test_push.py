@@ -187,7 +187,7 @@ def test_validate_model_dir_names_what_is_missing(model_dir, damage, message):
 
 
 def test_push_model_rejects_bad_repo_id(model_dir):
-    with pytest.raises(ValueError, match=r"--repo-id 'not/a/valid/repo': not a Hub repo id \(.*\); use ORG/NAME"):
+    with pytest.raises(ValueError, match=r"repo_id 'not/a/valid/repo': not a Hub repo id \(.*\); use ORG/NAME"):
         push_model(model_dir, "not/a/valid/repo")
 
 

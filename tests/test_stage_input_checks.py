@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from trainers.cli import main
-from trainers.training.smoke_pipeline import read_reload_atol
+from trainers.training.smoke_pipeline import read_seed_and_tolerance
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -37,14 +37,23 @@ def test_bad_batch_sizes_and_learning_rates_are_refused_before_training(override
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("value", [-1, True, "fast"])
-def test_a_bad_reload_tolerance_is_refused_before_the_pipeline_runs(value, tmp_path, caplog):
+@pytest.mark.parametrize(
+    "field, value, expected",
+    [
+        ("reload_atol", -1, "reload_atol must be a finite number >= 0, got -1"),
+        ("reload_atol", "inf", "reload_atol must be a finite number >= 0, got inf"),  # would pass any reload
+        ("reload_atol", True, "reload_atol must be a number, got the boolean True"),
+        ("reload_atol", "fast", "reload_atol must be a number, got 'fast'"),
+        ("seed", 1.7, "seed must be an integer, got 1.7"),
+    ],
+)
+def test_a_bad_seed_or_reload_tolerance_is_refused_before_the_pipeline_runs(field, value, expected, tmp_path, caplog):
     config = tmp_path / "pipeline.yaml"
-    spec = {"out_dir": str(tmp_path / "out"), "stages": [{"stage": "lora"}], "reload_atol": value}
+    spec = {"out_dir": str(tmp_path / "out"), "stages": [{"stage": "lora"}], field: value}
     config.write_text(json.dumps(spec))
-    assert f"reload_atol must be a number >= 0, got {value!r}" in refused(["pipeline", "--config", str(config)], caplog)
+    assert f"{config}: {expected}" in refused(["pipeline", "--config", str(config)], caplog)
     assert not (tmp_path / "out").exists()
-    assert read_reload_atol({"reload_atol": "1e-4"}, "x.yaml") == 1e-4  # YAML reads 1e-4 as a string
+    assert read_seed_and_tolerance({"reload_atol": "1e-4"}, "x.yaml") == (0, 1e-4)  # YAML reads 1e-4 as a string
 
 
 @pytest.mark.parametrize(
@@ -54,13 +63,25 @@ def test_a_bad_reload_tolerance_is_refused_before_the_pipeline_runs(value, tmp_p
         ({"data": 5}, "data must be a mapping, got 5"),
         ({"data": {"seed": 3}}, "data.seed is not a field"),
         ({"cf": {"train": {"epochs": 0}}}, "cf: train.epochs must be an integer >= 1, got 0"),
+        ({"cf": {"modle": {"encoder_type": "din"}}}, "cf: unknown key(s) ['modle'] ('modle': did you mean 'model'?)"),
+        ({"llm": {"arhc": "qwen2"}}, "llm: unknown key(s) ['arhc']"),
+        ({"cf": {"model": 5}}, "cf.model must be a mapping, got 5"),
+        ({"defaults": {"lora_rr": 3}}, "stage 'lora': unknown argument(s) ['lora_rr'] ('lora_rr': did you mean"),
     ],
 )
 def test_a_badly_shaped_pipeline_config_is_refused_before_any_work(changes, expected, tmp_path, caplog):
     config = tmp_path / "pipeline.yaml"
     config.write_text(json.dumps({"out_dir": str(tmp_path / "out"), "stages": [{"stage": "lora"}], **changes}))
-    assert f"{config}: {expected}" in refused(["pipeline", "--config", str(config)], caplog)
+    message = refused(["pipeline", "--config", str(config)], caplog)
+    assert f"{config}: {expected}" in message or f"{config}, {expected}" in message
     assert not (tmp_path / "out").exists()
+
+
+def test_llm_tiny_texts_from_a_file_is_refused(tmp_path, caplog):
+    (tmp_path / "stats.json").write_text("{}")
+    argv = ["llm", "tiny", "--out", str(tmp_path / "llm"), "--texts-from", str(tmp_path / "stats.json")]
+    assert "stats.json: is a file, not a dataset directory" in refused(argv, caplog)
+    assert not (tmp_path / "llm").exists()
 
 
 def test_train_prints_its_metrics_as_json_and_nothing_else(synthetic_data_dir, tiny_llama_dir, tmp_path, capsys):

@@ -27,8 +27,7 @@ from modeling_cl3mrec.configuration_cf import CFRecConfig
 from modeling_cl3mrec.modeling_cf import CFRecModel
 from trainers.atomic_io import require_empty_or_own, staging_dir, write_json_atomic
 from trainers.inference.metrics import auc, ranking_report
-from trainers.training.config_values import checked_value, load_yaml_file
-from trainers.training.training_args import closest_name
+from trainers.training.config_values import checked_value, load_yaml_file, refuse_unknown
 
 logger = logging.getLogger(__name__)
 
@@ -184,17 +183,6 @@ def load_cf_yaml(path: str) -> dict:
     return spec
 
 
-def refuse_unknown(fields: dict, known, section: str, source: str) -> None:
-    """``ValueError`` naming ``source`` and the keys of ``fields`` (of the YAML's ``section``) not in ``known``, each
-    with the known name it most likely misspells (``'hiden_size': did you mean 'hidden_size'?``)."""
-    unknown = sorted(str(key) for key in fields if key not in known)
-    if unknown:
-        close = {key: closest_name(key, list(known)) for key in unknown}
-        hints = "; ".join(f"{key!r}: did you mean {name!r}?" for key, name in close.items() if name)
-        hints = f" ({hints})" if hints else ""
-        raise ValueError(f"{source}: unknown {section} field(s) {unknown}{hints}; known: {sorted(known)}")
-
-
 def checked_train_value(key: str, value, source: str):
     """``train.<key>``'s ``value`` of its type (``1e-4``, a string in YAML, becomes the number) and in its range."""
     annotation, minimum, inclusive = TRAIN_FIELDS[key]
@@ -214,7 +202,7 @@ def checked_model_value(key: str, value, source: str):
 
 def checked_model_fields(model_fields: dict, source: str) -> dict:
     """``model_fields`` with known names, checked types and the ranges :class:`CFRecConfig` accepts."""
-    refuse_unknown(model_fields, MODEL_FIELDS, "model", source)
+    refuse_unknown(model_fields, MODEL_FIELDS, source, "model field(s)", list_known=True)
     model_fields = {key: checked_model_value(key, value, source) for key, value in model_fields.items()}
     try:
         CFRecConfig(**model_fields)  # its own range checks (the id-space sizes come later, from the data)
@@ -230,7 +218,7 @@ def checked_cf_fields(model_fields: dict, train_args: dict, source: str) -> tupl
     Raises:
         ValueError: one line naming ``source`` (the YAML file), the field and its value.
     """
-    refuse_unknown(train_args, TRAIN_FIELDS, "train", source)
+    refuse_unknown(train_args, TRAIN_FIELDS, source, "train field(s)", list_known=True)
     train_args = {**TRAIN_DEFAULTS, **train_args}
     train_args = {key: checked_train_value(key, value, source) for key, value in train_args.items()}
     return checked_model_fields(model_fields, source), train_args
@@ -245,7 +233,7 @@ def checked_search(spec: dict, source: str) -> dict:
         if section not in ("model", "train") or not field:
             raise ValueError(f"{source}: search key '{key}' must look like 'model.<field>' or 'train.<field>'")
         known = MODEL_FIELDS if section == "model" else TRAIN_FIELDS
-        refuse_unknown({field: None}, known, section, f"{source}: search key '{key}'")
+        refuse_unknown([field], known, f"{source}: search key '{key}'", f"{section} field(s)", list_known=True)
         if not isinstance(values, list) or not values:
             raise ValueError(f"{source}: search key '{key}' needs a non-empty list of values to try, got {values!r}")
         check = checked_model_value if section == "model" else checked_train_value

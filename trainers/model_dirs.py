@@ -107,7 +107,7 @@ def read_eval_results(run_dir, field: str) -> dict:
     return results
 
 
-def _read_npy(path: Path, kinds: str, expected: str) -> np.ndarray:
+def read_npy(path: Path, kinds: str, expected: str) -> np.ndarray:
     """The array in ``path``, loaded without unpickling; raise ``ValueError`` naming ``path`` when it is not a
     readable .npy array (empty, truncated, another format, pickled objects) or its dtype kind is not in ``kinds``."""
     try:
@@ -155,8 +155,8 @@ def read_eval_scores(run_dir, field: str, split: str = "valid_small", num_rows: 
     missing = [name for name in ("eval_rows.npy", "eval_scores.npy") if not (run_dir / name).is_file()]
     if missing:
         raise FileNotFoundError(f"{field}={run_dir}: no {' / '.join(missing)} (not a finished `cl3mrec train` folder)")
-    rows = _read_npy(run_dir / "eval_rows.npy", "iu", "integer row numbers")
-    scores = _read_npy(run_dir / "eval_scores.npy", "iuf", "real-valued scores")
+    rows = read_npy(run_dir / "eval_rows.npy", "iu", "integer row numbers")
+    scores = read_npy(run_dir / "eval_scores.npy", "iuf", "real-valued scores")
     if rows.shape != scores.shape or rows.ndim != 1:
         raise ValueError(f"{field}={run_dir}: eval_rows.npy {rows.shape} and eval_scores.npy {scores.shape} differ")
     if num_rows is not None and len(rows) and (rows.min() < 0 or rows.max() >= num_rows):

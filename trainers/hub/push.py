@@ -115,7 +115,7 @@ def push_model(
     try:
         validate_repo_id(repo_id)
     except ValueError as error:  # huggingface_hub's message does not say which argument
-        raise ValueError(f"--repo-id {repo_id!r}: not a Hub repo id ({error}); use ORG/NAME") from None
+        raise ValueError(f"repo_id {repo_id!r}: not a Hub repo id ({error}); use ORG/NAME") from None
     validate_model_dir(model_dir)
     write_model_card(model_dir, repo_id=repo_id, **(card_kwargs or {}))
 

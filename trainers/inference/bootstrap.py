@@ -103,7 +103,11 @@ def paired_bootstrap(
         ValueError: no candidate scores, mismatched lengths, or a baseline count that is neither 1 nor the
             candidate count.
     """
-    users, labels = np.asarray(users), np.asarray(labels).astype(np.int64)
+    users, labels = np.asarray(users), np.asarray(labels)
+    if labels.size and not np.isin(labels, (0, 1)).all():  # before the cast: 0.5 must not become 0
+        bad = int(np.flatnonzero(~np.isin(labels, (0, 1)))[0])
+        raise ValueError(f"labels must be 0 or 1; row {bad} is {labels[bad].item()!r}")
+    labels = labels.astype(np.int64)
     check_seed_counts(len(baseline), len(candidate))
     for scores in (*baseline, *candidate):
         if len(scores) != len(labels):

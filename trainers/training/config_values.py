@@ -8,11 +8,34 @@ YAML quirks are undone: a bare ``no`` / ``true`` for a string field (``save_stra
 with its file and line (:func:`load_yaml_file`).
 """
 
+import difflib
 import enum
 import types
 import typing
 
 import yaml
+
+
+def closest_name(key: str, names) -> str | None:
+    """The known name ``key`` most likely misspells: a name it starts with (``lora_rank`` → ``lora_r``), else a close
+    spelling; ``None`` when nothing is close."""
+    prefixes = [name for name in names if key.startswith(name) and len(name) >= 4]
+    if prefixes:
+        return max(prefixes, key=len)
+    matches = difflib.get_close_matches(key, names, n=1, cutoff=0.8)
+    return matches[0] if matches else None
+
+
+def refuse_unknown(keys, known, source: str, what: str = "argument(s)", list_known: bool = False) -> None:
+    """``ValueError`` naming ``source`` and the ``keys`` not in ``known``, each with the known name it most likely
+    misspells (``'lora_rank': did you mean 'lora_r'?``); ``list_known`` appends the known names."""
+    unknown = sorted(str(key) for key in keys if key not in known)
+    if not unknown:
+        return
+    close = {key: closest_name(key, list(known)) for key in unknown}
+    hints = "; ".join(f"{key!r}: did you mean {name!r}?" for key, name in close.items() if name)
+    message = f"{source}: unknown {what} {unknown}" + (f" ({hints})" if hints else "")
+    raise ValueError(message + (f"; known: {sorted(known)}" if list_known else ""))
 
 
 def allowed(annotation) -> tuple[set, tuple]:

@@ -6,6 +6,7 @@ trust_remote_code=True)`` in a fresh process that never imports this repository 
 """
 
 import logging
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +15,7 @@ import numpy as np
 
 from ..atomic_io import write_json_atomic
 from ..cf_training import checked_cf_fields
-from .config_values import load_yaml_file
+from .config_values import checked_value, load_yaml_file, refuse_unknown
 from .stage_run import run_stage
 from .training_args import parse_config
 
@@ -32,6 +33,7 @@ np.save(out, np.array([result["score"] for result in recommender(records, batch_
 """
 logger = logging.getLogger(__name__)
 DEFAULT_CF_MODEL = {"encoder_type": "mf", "hidden_size": 16}
+SECTION_KEYS = {"cf": {"model", "train"}, "llm": {"arch"}}
 PIPELINE_KEYS = {"out_dir", "seed", "data", "cf", "llm", "defaults", "stages", "reload_atol"}
 
 
@@ -69,30 +71,35 @@ def prepare_pipeline_inputs(spec: dict, out_dir: Path, seed: int) -> dict:
 
 def check_sections(spec: dict, config_path) -> None:
     """Refuse a pipeline config whose sections have the wrong shape: ``stages`` a non-empty list of mappings,
-    ``data`` / ``cf`` / ``llm`` / ``defaults`` mappings (``data`` without ``seed``: the top-level ``seed`` is used)."""
+    ``data`` / ``cf`` / ``llm`` / ``defaults`` mappings with known keys only (``data`` without ``seed``: the top-level
+    ``seed`` is used), and ``cf``'s model / train fields as ``cl3mrec cf train`` checks them."""
     stages = spec["stages"]
     if not isinstance(stages, list) or not stages or not all(isinstance(stage, dict) for stage in stages):
         raise ValueError(f"{config_path}: stages must be a non-empty list of stage mappings, got {stages!r}")
     for key in ("data", "cf", "llm", "defaults"):
         if not isinstance(spec.get(key, {}), dict):
             raise ValueError(f"{config_path}: {key} must be a mapping, got {spec[key]!r}")
+    for key, known in SECTION_KEYS.items():
+        refuse_unknown(spec.get(key, {}), known, f"{config_path}: {key}", "key(s)", list_known=True)
     if "seed" in spec.get("data", {}):
         raise ValueError(f"{config_path}: data.seed is not a field; the top-level seed seeds the synthetic data")
     cf_spec = spec.get("cf", {})  # checked before any data is made: the CF encoder trains after it
-    model_fields, train_args = dict(cf_spec.get("model", DEFAULT_CF_MODEL)), dict(cf_spec.get("train", {}))
-    checked_cf_fields(model_fields, train_args, f"{config_path}: cf")
+    model_fields, train_args = cf_spec.get("model", DEFAULT_CF_MODEL), cf_spec.get("train", {})
+    for key, value in (("model", model_fields), ("train", train_args)):
+        if not isinstance(value, dict):
+            raise ValueError(f"{config_path}: cf.{key} must be a mapping, got {value!r}")
+    checked_cf_fields(dict(model_fields), dict(train_args), f"{config_path}: cf")
 
 
-def read_reload_atol(spec: dict, config_path) -> float:
-    """The config's ``reload_atol`` (default 1e-4) as a float >= 0; YAML reads ``1e-4`` as a string."""
-    value = spec.get("reload_atol", 1e-4)
-    try:
-        atol = float(value)
-    except (TypeError, ValueError):
-        atol = float("nan")
-    if isinstance(value, bool) or not atol >= 0:
-        raise ValueError(f"{config_path}: reload_atol must be a number >= 0, got {value!r}")
-    return atol
+def read_seed_and_tolerance(spec: dict, config_path) -> tuple[int, float]:
+    """The config's ``seed`` (default 0) and ``reload_atol`` (default 1e-4; YAML reads ``1e-4`` as a string),
+    type-checked as ``cl3mrec train`` checks its fields; the tolerance finite and >= 0."""
+    source = str(config_path)
+    seed = checked_value("seed", spec.get("seed", 0), int, source)
+    atol = checked_value("reload_atol", spec.get("reload_atol", 1e-4), float, source)
+    if not 0 <= atol < math.inf:
+        raise ValueError(f"{source}: reload_atol must be a finite number >= 0, got {atol!r}")
+    return seed, float(atol)
 
 
 def run_pipeline(config_path: str) -> dict:
@@ -108,7 +115,7 @@ def run_pipeline(config_path: str) -> dict:
     if unknown or "stages" not in spec or "out_dir" not in spec:
         raise ValueError(f"{config_path}: needs out_dir and stages; unknown key(s) {unknown}; known {sorted(PIPELINE_KEYS)}")
     check_sections(spec, config_path)
-    out_dir, seed, reload_atol = Path(spec["out_dir"]), int(spec.get("seed", 0)), read_reload_atol(spec, config_path)
+    out_dir, (seed, reload_atol) = Path(spec["out_dir"]), read_seed_and_tolerance(spec, config_path)
     # Parse every stage first (fail fast); the TrainingArguments also set up the process state (use_cpu
     # included), so it must exist before PartialState() is asked which process is the main one.
     stages, previous = [], None

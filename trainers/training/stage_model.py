@@ -115,19 +115,33 @@ def unquantized_copy(peft_model, model_args, args):
     return model
 
 
-def build_stage_model(model_args, args, template: str, with_ids: bool):
+def check_cf_id_space(cf_config: dict, cf_model_dir, data_stats: dict) -> None:
+    """Refuse a CF model whose user / item tables are not the data's id space (its ``stats.json``): one trained
+    on other data would read every id as some other user or item without an error."""
+    for key in ("num_users", "num_items"):
+        if cf_config.get(key) != data_stats.get(key):
+            raise ValueError(
+                f"cf_model_dir={cf_model_dir}: {key} = {cf_config.get(key)}, but the data has {data_stats.get(key)} "
+                "(stats.json): a CF model of other data; train one on it (cl3mrec cf train --data)"
+            )
+
+
+def build_stage_model(model_args, args, template: str, with_ids: bool, data_stats: dict | None = None):
     """``(peft_model, tokenizer)`` for one stage: LLM (+ CF encoder + projector) + LoRA (+ previous adapter).
 
     Freezing comes later (:func:`trainers.training.stages.apply_stage`): PEFT's ``disable_adapter()`` and
     ``load_adapter`` switch adapter parameters back to trainable. ``use_history_embeddings`` only applies
-    with a placeholder template (``with_ids``): a text-only model has no CF encoder to embed history with."""
+    with a placeholder template (``with_ids``): a text-only model has no CF encoder to embed history with.
+    ``data_stats`` (the data's ``stats.json``), when given, must have the CF model's id space."""
     if with_ids and model_args.cf_model_dir is None:
         raise ValueError(f"template {model_args.template!r} has CF placeholders: set cf_model_dir")
     if model_args.init_from:
         require_stage_complete(model_args.init_from)  # else its recipe and adapter may be missing or stale
     require_model_dir(model_args.llm_path, "llm_path", forbid_type=CF_MODEL_TYPE)
     if with_ids:
-        require_model_dir(model_args.cf_model_dir, "cf_model_dir", model_type=CF_MODEL_TYPE)
+        cf_config = require_model_dir(model_args.cf_model_dir, "cf_model_dir", model_type=CF_MODEL_TYPE)
+        if data_stats is not None:
+            check_cf_id_space(cf_config, model_args.cf_model_dir, data_stats)
     if model_args.use_history_embeddings and not with_ids:
         logger.warning("template %r is text-only: use_history_embeddings is ignored", model_args.template)
     model, tokenizer = stage_cl3mrec(model_args, template, with_ids, model_args.quantization)

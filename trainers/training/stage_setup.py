@@ -17,7 +17,6 @@ from modeling_cl3mrec import CL3MRecProcessor
 from modeling_cl3mrec.processing_cl3mrec import template_uses_ids
 
 from ..llm_loading import unwrap_peft
-from ..model_dirs import CF_MODEL_TYPE, require_model_dir
 from ..prompt_templates import load_template
 from .contrastive import TextViews, user_text_table
 from .cross_fitting import add_cross_fitted_columns, cross_fit_split
@@ -78,19 +77,6 @@ class StageSetup:
     eval_rows: np.ndarray
 
 
-def check_cf_id_space(cf_model_dir, data_dir) -> None:
-    """Refuse a CF model whose user / item tables are not ``data_dir``'s id space (its ``stats.json``): one
-    trained on other data would read every id as some other user or item without an error."""
-    cf_config = require_model_dir(cf_model_dir, "cf_model_dir", model_type=CF_MODEL_TYPE)
-    stats = read_stats(data_dir)
-    for key in ("num_users", "num_items"):
-        if cf_config.get(key) != stats.get(key):
-            raise ValueError(
-                f"cf_model_dir={cf_model_dir}: {key} = {cf_config.get(key)}, but data_dir={data_dir} has "
-                f"{stats.get(key)} (stats.json): a CF model of other data; train one on it (cl3mrec cf train --data)"
-            )
-
-
 def build_stage(model_args, data_args, args) -> StageSetup:
     """Check the stage against the template, build model + data + text views, return a ready trainer."""
     template = load_template(model_args.template)
@@ -104,9 +90,7 @@ def build_stage(model_args, data_args, args) -> StageSetup:
     for split in (data_args.train_split, data_args.eval_split):
         if split not in dataset_dict:
             raise ValueError(f"{data_args.data_dir}: no split {split!r}; found {list(dataset_dict)}")
-    if with_ids and model_args.cf_model_dir is not None:
-        check_cf_id_space(model_args.cf_model_dir, data_args.data_dir)
-    model, tokenizer = build_stage_model(model_args, args, template, with_ids)
+    model, tokenizer = build_stage_model(model_args, args, template, with_ids, read_stats(data_args.data_dir))
     config = model.get_base_model().config
     processor = CL3MRecProcessor.from_model_config(tokenizer, config, with_ids, max_history=model_args.max_history)
 

@@ -6,7 +6,6 @@ All three dataclasses parse from one YAML file through ``HfArgumentParser`` (:fu
 """
 
 import argparse
-import difflib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +15,7 @@ import torch
 import yaml
 from transformers import HfArgumentParser, TrainingArguments
 
-from .config_values import checked_values, load_yaml_file
+from .config_values import checked_values, load_yaml_file, refuse_unknown
 from .stages import STAGES, trainable_groups
 
 logger = logging.getLogger(__name__)
@@ -300,16 +299,6 @@ def parse_overrides(overrides: list[str]) -> dict:
     return result
 
 
-def closest_name(key: str, names) -> str | None:
-    """The known argument ``key`` most likely misspells: a name it starts with (``lora_rank`` → ``lora_r``), else
-    a close spelling; ``None`` when nothing is close."""
-    prefixes = [name for name in names if key.startswith(name) and len(name) >= 4]
-    if prefixes:
-        return max(prefixes, key=len)
-    matches = difflib.get_close_matches(key, names, n=1, cutoff=0.8)
-    return matches[0] if matches else None
-
-
 def load_stage_config(path: str | Path, _seen: tuple = ()) -> dict:
     """A stage YAML as a dict, with inheritance: ``base: other.yaml`` (relative to this file) is read first and
     this file's keys override it; bases may have bases. A dataset keeps its shared settings in one base file and
@@ -351,10 +340,6 @@ def parse_config(
         values = load_stage_config(config)
     values.update(overrides if isinstance(overrides, dict) else parse_overrides(overrides or []))
     known = {name: f for cls in ARGUMENT_CLASSES for name, f in cls.__dataclass_fields__.items()}
-    unknown = sorted(set(values) - set(known))
-    if unknown:
-        close = {key: closest_name(key, known) for key in unknown}
-        hints = "; ".join(f"{key!r}: did you mean {name!r}?" for key, name in close.items() if name)
-        raise ValueError(f"{source}: unknown argument(s) {unknown}" + (f" ({hints})" if hints else ""))
+    refuse_unknown(values, known, source)
     values = checked_values(values, ARGUMENT_CLASSES, source)  # parse_dict converts nothing: wrong types named here
     return HfArgumentParser(ARGUMENT_CLASSES).parse_dict(values)
