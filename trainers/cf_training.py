@@ -14,7 +14,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Literal, NamedTuple, Optional
 
 import numpy as np
 import pyarrow as pa
@@ -31,26 +31,29 @@ from trainers.training.config_values import checked_value, load_yaml_file, refus
 
 logger = logging.getLogger(__name__)
 
-TRAIN_DEFAULTS = {
-    "lr": 1e-3,
-    "weight_decay": 0.0,
-    "bias_weight_decay": None,
-    "batch_size": 1024,
-    "epochs": 50,
-    "patience": 5,
-    "selection_split": "valid",
-}
 REPORT_SPLITS = ("valid", "valid_small")
-# Each train field: (annotation for config_values.checked_value, smallest allowed value, whether it is allowed itself).
+
+
+class TrainField(NamedTuple):
+    """One ``train:`` field of a CF config: its annotation (for ``config_values.checked_value``), default, and
+    smallest allowed value (``None``: no range), which ``inclusive`` says is allowed itself."""
+
+    annotation: object
+    default: object
+    minimum: float | None = None
+    inclusive: bool = True
+
+
 TRAIN_FIELDS = {
-    "lr": (float, 0.0, False),
-    "weight_decay": (float, 0.0, True),
-    "bias_weight_decay": (Optional[float], 0.0, True),
-    "batch_size": (int, 1, True),
-    "epochs": (int, 1, True),
-    "patience": (int, 1, True),
-    "selection_split": (Literal[REPORT_SPLITS], None, True),
+    "lr": TrainField(float, 1e-3, 0.0, inclusive=False),
+    "weight_decay": TrainField(float, 0.0, 0.0),
+    "bias_weight_decay": TrainField(Optional[float], None, 0.0),  # None: the same as weight_decay
+    "batch_size": TrainField(int, 1024, 1),
+    "epochs": TrainField(int, 50, 1),
+    "patience": TrainField(int, 5, 1),
+    "selection_split": TrainField(Literal[REPORT_SPLITS], "valid"),
 }
+TRAIN_DEFAULTS = {name: field.default for name, field in TRAIN_FIELDS.items()}
 # Model fields a YAML may set → annotation (None: unannotated): CFRecConfig's own arguments but the id-space sizes,
 # which come from the data. Ranges are CFRecConfig's own checks.
 MODEL_FIELDS = {
@@ -185,7 +188,7 @@ def load_cf_yaml(path: str) -> dict:
 
 def checked_train_value(key: str, value, source: str):
     """``train.<key>``'s ``value`` of its type (``1e-4``, a string in YAML, becomes the number) and in its range."""
-    annotation, minimum, inclusive = TRAIN_FIELDS[key]
+    annotation, _, minimum, inclusive = TRAIN_FIELDS[key]
     value = checked_value(f"train.{key}", value, annotation, source)
     if minimum is None or value is None:
         return value
