@@ -19,6 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import common  # noqa: E402
+from trainers.arg_types import positive_int  # noqa: E402
 from trainers.cpu_allocator import restart_with_jemalloc  # noqa: E402
 
 TEMPLATE = "collm_ml1m"
@@ -29,13 +30,13 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--llm", default=common.DEFAULT_LLM)
     common.add_data_arguments(parser, common.DEFAULT_DATA, "split whose users are ranked")
-    parser.add_argument("--users", type=common.positive_int, default=2)
-    parser.add_argument("--candidates", type=common.positive_int, default=100)
+    parser.add_argument("--users", type=positive_int, default=2)
+    parser.add_argument("--candidates", type=positive_int, default=100)
     parser.add_argument(
-        "--batch-size", type=common.positive_int, default=16, help="scorer rows per forward (pair by pair)",
+        "--batch-size", type=positive_int, default=16, help="scorer rows per forward (pair by pair)",
     )
     parser.add_argument(
-        "--rank-batch-size", type=common.positive_int, default=32, help="candidate suffixes per forward",
+        "--rank-batch-size", type=positive_int, default=32, help="candidate suffixes per forward",
     )
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--quick", action="store_true", help="1 user x 50 candidates")

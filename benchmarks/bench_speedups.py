@@ -33,6 +33,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import common  # noqa: E402
+from trainers.arg_types import positive_int  # noqa: E402
 from benchmarks.bench_training import Setting, build_stage  # noqa: E402
 from trainers.cpu_allocator import restart_with_jemalloc  # noqa: E402
 
@@ -163,16 +164,16 @@ def main(argv=None) -> int:
     common.add_data_arguments(parser, common.DEFAULT_TRAIN_DATA, "CoLLM pickle / split with the train rows")
     parser.add_argument("--valid-data", default=common.DEFAULT_DATA, help="valid_small rows for the scoring paths")
     parser.add_argument(
-        "--batch-size", type=common.positive_int, default=8, help="per_device_train_batch_size of the configs",
+        "--batch-size", type=positive_int, default=8, help="per_device_train_batch_size of the configs",
     )
     parser.add_argument(
-        "--batches", type=common.positive_int, default=6, help="timed training batches per stage (after 1 warm-up)",
+        "--batches", type=positive_int, default=6, help="timed training batches per stage (after 1 warm-up)",
     )
-    parser.add_argument("--score-batch-size", type=common.positive_int, default=16)
+    parser.add_argument("--score-batch-size", type=positive_int, default=16)
     parser.add_argument(
-        "--score-batches", type=common.positive_int, default=8, help="valid_small batches per scoring round",
+        "--score-batches", type=positive_int, default=8, help="valid_small batches per scoring round",
     )
-    parser.add_argument("--score-rounds", type=common.positive_int, default=2)
+    parser.add_argument("--score-rounds", type=positive_int, default=2)
     parser.add_argument("--stages", nargs="+", choices=["lora", "cie", "scoring"], default=["lora", "cie", "scoring"])
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--lora-targets", nargs="+", default=["q_proj", "k_proj", "v_proj", "o_proj"])

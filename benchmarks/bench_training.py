@@ -33,7 +33,7 @@ from typing import NamedTuple
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import common  # noqa: E402
-from trainers.arg_types import count  # noqa: E402
+from trainers.arg_types import count, positive_int  # noqa: E402
 from trainers.cpu_allocator import restart_with_jemalloc  # noqa: E402
 from trainers.training.training_args import load_stage_config  # noqa: E402
 
@@ -125,13 +125,13 @@ def parse_args(argv=None):
     parser.add_argument("--llm", default=common.DEFAULT_LLM)
     common.add_data_arguments(parser, common.DEFAULT_TRAIN_DATA, "CoLLM pickle / split with the train rows")
     parser.add_argument(
-        "--batch-size", type=common.positive_int, default=8, help="per_device_train_batch_size of the configs",
+        "--batch-size", type=positive_int, default=8, help="per_device_train_batch_size of the configs",
     )
     parser.add_argument(
         "--lora-targets", nargs="+", default=load_stage_config(BUNDLED_CONFIG)["lora_target_modules"],
         help="LoRA target modules (default: those of configs/ml1m/tallrec_lora.yaml)",
     )
-    parser.add_argument("--steps", type=common.positive_int, default=8, help="timed optimizer steps per configuration")
+    parser.add_argument("--steps", type=positive_int, default=8, help="timed optimizer steps per configuration")
     parser.add_argument(
         "--warmup", type=count(0), default=2, help="untimed steps first (allocator and caches warm up)",
     )

@@ -24,7 +24,6 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from trainers.arg_types import positive_int  # noqa: E402, F401  (the benchmarks' count arguments)
 from trainers.cpu_allocator import OPT_OUT_VARIABLE, allocator_in_use  # noqa: E402
 
 RESULTS_DIR = Path(os.environ.get("CL3MREC_BENCH_RESULTS_DIR", REPO / "benchmarks" / "results"))

@@ -97,19 +97,12 @@ def generate_synthetic(
     num_items: int = 300,
     interactions_per_user: int = 40,
     seed: int = 0,
-    **unknown,
 ) -> dict:
     """Write a synthetic ``DatasetDict`` (train / valid / valid_small / test) to ``out_dir``; return the stats.
 
-    ``cl3mrec pipeline`` passes its config's ``data:`` mapping as keyword arguments, so a misspelt key lands in
-    ``unknown`` and is refused by name instead of failing as a ``TypeError``.
-
     Raises:
-        ValueError: an unknown field, or a count that is not an integer >= 1 (see :func:`synthetic_interactions`).
+        ValueError: a count that is not an integer >= 1 (see :func:`synthetic_interactions`).
     """
-    from trainers.training.config_values import refuse_unknown
-
-    refuse_unknown(unknown, COUNT_FIELDS, "synthetic data", "field(s)", list_known=True)
     interactions = synthetic_interactions(num_users, num_items, interactions_per_user, seed=seed)
     split = assign_month_splits(interactions, TRAIN_MONTHS, 5, 5)
     frames = frames_from_interactions(split)

@@ -83,16 +83,20 @@ TRAIN_CASES = {
 }
 
 
-@pytest.mark.parametrize("case", list(TRAIN_CASES))
-def test_bad_cf_train_value_is_one_line_naming_file_and_field(case, tmp_path, caplog):
-    (old, new), expected = TRAIN_CASES[case]
-    config = cf_yaml(tmp_path, old, new)
-    # Checked before any data is read: a --data folder that does not exist is never reached.
-    status, errors = run(["cf", "train", "--config", config, "--data", tmp_path / "no_data", "--out", tmp_path / "o"],
-                         caplog)
+def assert_refused_before_any_data(command: str, config, expected: str, tmp_path, caplog) -> None:
+    """``cl3mrec cf <command>`` exits 2 with one line starting with the config's path and holding ``expected``,
+    before any data is read (its --data folder does not exist) and without writing --out."""
+    argv = ["cf", command, "--config", config, "--data", tmp_path / "no_data", "--out", tmp_path / "o"]
+    status, errors = run(argv, caplog)
     assert status == 2
     assert len(errors) == 1 and errors[0].startswith(f"{config}: ") and expected in errors[0], errors
     assert "\n" not in errors[0] and not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("case", list(TRAIN_CASES))
+def test_bad_cf_train_value_is_one_line_naming_file_and_field(case, tmp_path, caplog):
+    (old, new), expected = TRAIN_CASES[case]
+    assert_refused_before_any_data("train", cf_yaml(tmp_path, old, new), expected, tmp_path, caplog)
 
 
 TUNE_CASES = {
@@ -120,12 +124,7 @@ TUNE_CASES = {
 @pytest.mark.parametrize("case", list(TUNE_CASES))
 def test_bad_cf_tune_search_is_one_line_naming_the_key(case, tmp_path, caplog):
     search, expected = TUNE_CASES[case]
-    config = tune_yaml(tmp_path, search)
-    status, errors = run(["cf", "tune", "--config", config, "--data", tmp_path / "no_data", "--out", tmp_path / "o"],
-                         caplog)
-    assert status == 2
-    assert len(errors) == 1 and errors[0].startswith(f"{config}: ") and expected in errors[0], errors
-    assert not (tmp_path / "o").exists()
+    assert_refused_before_any_data("tune", tune_yaml(tmp_path, search), expected, tmp_path, caplog)
 
 
 def test_weight_decay_written_1e_4_trains_as_the_number(data_dir, tmp_path, caplog, capsys):

@@ -116,7 +116,7 @@ CASES = {
         lambda r: pipeline_argv(r, "{num_users: 0}"), "synthetic data: num_users must be an integer >= 1, got 0"),
     "pipeline data, unknown key num_user": (
         lambda r: pipeline_argv(r, "{num_user: 5}"),
-        "synthetic data: unknown field(s) ['num_user'] ('num_user': did you mean 'num_users'?)"),
+        "pipeline.yaml: data: unknown key(s) ['num_user'] ('num_user': did you mean 'num_users'?)"),
 }
 
 
@@ -199,7 +199,6 @@ def test_bad_counts_are_refused_by_argparse(argv, expected, tmp_path, capsys):
     ({"interactions_per_user": -2}, "interactions_per_user must be an integer >= 1, got -2"),
     ({"num_items": 2.5}, "num_items must be an integer >= 1, got 2.5"),
     ({"num_users": True}, "num_users must be an integer >= 1, got True"),
-    ({"num_user": 5}, "unknown field(s) ['num_user'] ('num_user': did you mean 'num_users'?)"),
 ])
 def test_the_synthetic_generator_names_a_bad_field(fields, expected, tmp_path):
     with pytest.raises(ValueError, match=r"^synthetic data: ") as refused:

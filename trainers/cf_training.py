@@ -32,6 +32,7 @@ from trainers.training.config_values import checked_value, load_yaml_file, refus
 logger = logging.getLogger(__name__)
 
 REPORT_SPLITS = ("valid", "valid_small")
+CF_CONFIG_KEYS = ("data", "out", "seed", "model", "train", "search")  # a CF experiment YAML's top level
 
 
 class TrainField(NamedTuple):
@@ -171,9 +172,7 @@ def load_cf_yaml(path: str) -> dict:
     spec = load_yaml_file(path) or {}
     if not isinstance(spec, dict):
         raise ValueError(f"{path}: expected a mapping with the fields data, out, seed, model, train, search")
-    unknown = set(spec) - {"data", "out", "seed", "model", "train", "search"}
-    if unknown:
-        raise ValueError(f"{path}: unknown top-level field(s) {sorted(unknown)}")
+    refuse_unknown(spec, CF_CONFIG_KEYS, str(path), "top-level field(s)")
     for section in ("model", "train", "search"):
         if not isinstance(spec.get(section) or {}, dict):
             raise ValueError(f"{path}: '{section}' must be a mapping of field names to values, got {spec[section]!r}")

@@ -30,13 +30,15 @@ def _seed_pairs(baseline: list[np.ndarray], candidate: list[np.ndarray]) -> list
 
 
 def mean_differences(users, labels, baseline: list[np.ndarray], candidate: list[np.ndarray]) -> dict[str, float]:
-    """Mean over seed pairs of candidate − baseline AUC and UAUC on all rows. ``baseline`` has one array or as many
-    as ``candidate``."""
+    """Mean over seed pairs of candidate − baseline AUC and UAUC on all rows (inputs checked by
+    :func:`~trainers.inference.metrics.auc` / :func:`~trainers.inference.metrics.uauc`). ``baseline`` has one array
+    or as many as ``candidate``."""
+    pairs = _seed_pairs(baseline, candidate)
     totals = {name: 0.0 for name in METRICS}
-    for base, cand in _seed_pairs(baseline, candidate):
+    for base, cand in pairs:
         totals["auc"] += auc(labels, cand) - auc(labels, base)
         totals["uauc"] += uauc(users, labels, cand)[0] - uauc(users, labels, base)[0]
-    return {name: total / len(_seed_pairs(baseline, candidate)) for name, total in totals.items()}
+    return {name: total / len(pairs) for name, total in totals.items()}
 
 
 def weighted_aucs(labels: np.ndarray, scores: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -70,24 +72,30 @@ def resampled_differences(users, labels, baseline: list[np.ndarray], candidate: 
     ``counts[r, u]`` is how often resample ``r`` drew user ``u`` (users numbered as ``np.unique(users)``). Equals
     :func:`mean_differences` on the resampled rows with each drawn copy of a user counted as a user of its own
     (``tests/test_bootstrap.py`` checks it against that), without building them: per-user AUCs do not change
-    when a user is drawn again, so a resample's UAUC is their count-weighted mean, and its AUC a weighted AUC.
+    when a user is drawn again, so they are computed once and a resample's UAUC is their count-weighted mean; its
+    AUC is a weighted AUC, ``_RESAMPLES_PER_CHUNK`` resamples at a time (the ``[R, N]`` weights stay bounded).
 
     Shape:
-        users [N], labels [N], score arrays [N], counts [R, U] -> ``{"auc": [R], "uauc": [R]}``.
+        users [N], labels [N] (0/1), score arrays [N], counts [R, U] -> ``{"auc": [R], "uauc": [R]}``.
     """
     unique_users, user_index = np.unique(users, return_inverse=True)
-    row_weights = counts[:, user_index].astype(np.float64)  # [R, N]
-    totals = {name: np.zeros(len(counts)) for name in METRICS}
-    qualifies = None
-    for base, cand in _seed_pairs(baseline, candidate):
-        totals["auc"] += weighted_aucs(labels, cand, row_weights) - weighted_aucs(labels, base, row_weights)
-        per_user = [per_user_auc(users, labels, scores).reindex(unique_users).to_numpy() for scores in (base, cand)]
-        qualifies = ~np.isnan(per_user[0])  # a user with one row or one class: the same for every model
-        totals["uauc"] += counts @ np.where(qualifies, per_user[1] - per_user[0], 0.0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        totals["uauc"] /= counts @ qualifies.astype(np.float64)  # resamples without a qualifying user: nan
-    pairs = len(_seed_pairs(baseline, candidate))
-    return {name: total / pairs for name, total in totals.items()}
+    pairs = _seed_pairs(baseline, candidate)
+    base_aucs, cand_aucs = (
+        [per_user_auc(users, labels, scores).reindex(unique_users).to_numpy() for scores in arrays]  # [U] each
+        for arrays in (baseline, candidate)
+    )
+    qualifies = ~np.isnan(base_aucs[0])  # >1 row and both classes: the same for every model
+    user_differences = np.mean([cand - base for base, cand in _seed_pairs(base_aucs, cand_aucs)], axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):  # resamples without a qualifying user: nan
+        uauc_differences = counts @ np.where(qualifies, user_differences, 0.0) / (counts @ qualifies.astype(float))
+    auc_differences = []
+    for start in range(0, len(counts), _RESAMPLES_PER_CHUNK):
+        row_weights = counts[start : start + _RESAMPLES_PER_CHUNK, user_index].astype(np.float64)  # [R', N]
+        auc_differences.append(
+            np.mean([weighted_aucs(labels, cand, row_weights) - weighted_aucs(labels, base, row_weights)
+                     for base, cand in pairs], axis=0)  # fmt: skip
+        )
+    return {"auc": np.concatenate(auc_differences), "uauc": uauc_differences}
 
 
 def paired_bootstrap(
@@ -100,32 +108,24 @@ def paired_bootstrap(
         users [N], labels [N]; each score array [N] (the same rows in the same order).
 
     Raises:
-        ValueError: no candidate scores, mismatched lengths, or a baseline count that is neither 1 nor the
-            candidate count.
+        ValueError: no candidate scores, mismatched lengths, a baseline count that is neither 1 nor the
+            candidate count, or labels / scores the metrics refuse (labels not 0 / 1, non-finite scores).
     """
     users, labels = np.asarray(users), np.asarray(labels)
-    if labels.size and not np.isin(labels, (0, 1)).all():  # before the cast: 0.5 must not become 0
-        bad = int(np.flatnonzero(~np.isin(labels, (0, 1)))[0])
-        raise ValueError(f"labels must be 0 or 1; row {bad} is {labels[bad].item()!r}")
-    labels = labels.astype(np.int64)
     check_seed_counts(len(baseline), len(candidate))
     for scores in (*baseline, *candidate):
         if len(scores) != len(labels):
             raise ValueError(f"a score array has {len(scores)} entries for {len(labels)} rows")
+    observed = mean_differences(users, labels, baseline, candidate)  # first: the metrics check every input
     baseline = [np.asarray(scores, dtype=np.float64) for scores in baseline]
     candidate = [np.asarray(scores, dtype=np.float64) for scores in candidate]
     num_users = len(np.unique(users))
     rng = np.random.default_rng(seed)
     counts = np.stack([np.bincount(rng.choice(num_users, num_users), minlength=num_users) for _ in range(resamples)])
-    resampled = {name: [] for name in METRICS}
-    for start in range(0, resamples, _RESAMPLES_PER_CHUNK):  # bounds the [R, N] weight matrix
-        chunk = resampled_differences(users, labels, baseline, candidate, counts[start : start + _RESAMPLES_PER_CHUNK])
-        for name in METRICS:
-            resampled[name].append(chunk[name])
-    observed = mean_differences(users, labels, baseline, candidate)
+    resampled = resampled_differences(users, labels.astype(np.int64), baseline, candidate, counts)
     report = {}
     for name in METRICS:
-        values = np.concatenate(resampled[name])
+        values = resampled[name]
         report[name] = {
             "observed": float(observed[name]),
             "ci95": [float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5))],

@@ -38,7 +38,8 @@ def _validate(labels, scores, user_ids=None):
         raise ValueError(f"scores must be finite; row {bad} is {scores[bad]}")
     if labels.size and not np.isin(labels, (0, 1)).all():
         bad = int(np.flatnonzero(~np.isin(labels, (0, 1)))[0])
-        raise ValueError(f"labels must be 0 or 1; row {bad} is {labels[bad]!r}")
+        value = labels[bad].item() if isinstance(labels[bad], np.generic) else labels[bad]
+        raise ValueError(f"labels must be 0 or 1; row {bad} is {value!r}")
     return labels.astype(np.int64), scores, user_ids
 
 

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from data_scripts.synthetic import COUNT_FIELDS
+
 from ..atomic_io import write_json_atomic
 from ..cf_training import checked_cf_fields
 from .config_values import checked_value, load_yaml_file, refuse_unknown
@@ -33,7 +35,7 @@ np.save(out, np.array([result["score"] for result in recommender(records, batch_
 """
 logger = logging.getLogger(__name__)
 DEFAULT_CF_MODEL = {"encoder_type": "mf", "hidden_size": 16}
-SECTION_KEYS = {"cf": {"model", "train"}, "llm": {"arch"}}
+SECTION_KEYS = {"data": set(COUNT_FIELDS), "cf": {"model", "train"}, "llm": {"arch"}}  # data: generate_synthetic
 PIPELINE_KEYS = {"out_dir", "seed", "data", "cf", "llm", "defaults", "stages", "reload_atol"}
 
 
@@ -53,7 +55,7 @@ def prepare_pipeline_inputs(spec: dict, out_dir: Path, seed: int) -> dict:
     """Synthetic data → pretrained CF encoder → tiny LLM (main process only); returns the CF report."""
     from data_scripts.synthetic import generate_synthetic
 
-    from ..cf_training import DEFAULT_MAX_HISTORY, TRAIN_DEFAULTS, load_cf_data, save_run, train_cf_model
+    from ..cf_training import DEFAULT_MAX_HISTORY, load_cf_data, save_run, train_cf_model
     from ..tiny_llm import build_tiny_llm, texts_from_dataset
 
     data_dir, cf_dir, llm_dir = out_dir / "data", out_dir / "cf", out_dir / "llm"
@@ -61,9 +63,7 @@ def prepare_pipeline_inputs(spec: dict, out_dir: Path, seed: int) -> dict:
     cf_spec = spec.get("cf", {})
     model_fields = dict(cf_spec.get("model", DEFAULT_CF_MODEL))
     splits, num_users, num_items = load_cf_data(str(data_dir), model_fields.get("max_history", DEFAULT_MAX_HISTORY))
-    cf_model, summary = train_cf_model(
-        model_fields, {**TRAIN_DEFAULTS, **cf_spec.get("train", {})}, splits, num_users, num_items, seed
-    )
+    cf_model, summary = train_cf_model(model_fields, cf_spec.get("train", {}), splits, num_users, num_items, seed)
     save_run(cf_model, summary, cf_dir)
     build_tiny_llm(llm_dir, arch=spec.get("llm", {}).get("arch", "llama"), texts=texts_from_dataset(data_dir), seed=seed)
     return {"valid_small_auc": summary["valid_small"]["auc"], "valid_small_uauc": summary["valid_small"]["uauc"]}
@@ -79,10 +79,10 @@ def check_sections(spec: dict, config_path) -> None:
     for key in ("data", "cf", "llm", "defaults"):
         if not isinstance(spec.get(key, {}), dict):
             raise ValueError(f"{config_path}: {key} must be a mapping, got {spec[key]!r}")
-    for key, known in SECTION_KEYS.items():
-        refuse_unknown(spec.get(key, {}), known, f"{config_path}: {key}", "key(s)", list_known=True)
     if "seed" in spec.get("data", {}):
         raise ValueError(f"{config_path}: data.seed is not a field; the top-level seed seeds the synthetic data")
+    for key, known in SECTION_KEYS.items():
+        refuse_unknown(spec.get(key, {}), known, f"{config_path}: {key}", "key(s)", list_known=True)
     cf_spec = spec.get("cf", {})  # checked before any data is made: the CF encoder trains after it
     model_fields, train_args = cf_spec.get("model", DEFAULT_CF_MODEL), cf_spec.get("train", {})
     for key, value in (("model", model_fields), ("train", train_args)):
@@ -111,9 +111,10 @@ def run_pipeline(config_path: str) -> dict:
     spec = load_yaml_file(config_path) or {}
     if not isinstance(spec, dict):
         raise ValueError(f"{config_path}: expected a mapping with out_dir and stages")
-    unknown = sorted(set(spec) - PIPELINE_KEYS)
-    if unknown or "stages" not in spec or "out_dir" not in spec:
-        raise ValueError(f"{config_path}: needs out_dir and stages; unknown key(s) {unknown}; known {sorted(PIPELINE_KEYS)}")
+    refuse_unknown(spec, PIPELINE_KEYS, str(config_path), "key(s)", list_known=True)
+    missing = [key for key in ("out_dir", "stages") if key not in spec]
+    if missing:
+        raise ValueError(f"{config_path}: needs out_dir and stages; missing {missing}")
     check_sections(spec, config_path)
     out_dir, (seed, reload_atol) = Path(spec["out_dir"]), read_seed_and_tolerance(spec, config_path)
     # Parse every stage first (fail fast); the TrainingArguments also set up the process state (use_cpu

@@ -38,12 +38,12 @@ def subsample_indices(num_rows: int, size: int | None, seed: int, keep_order: bo
     return np.sort(indices) if keep_order else indices
 
 
-def build_text_views(peft_model, processor, dataset_dict, model_args, data_args, args) -> TextViews:
+def build_text_views(peft_model, processor, dataset_dict, stats: dict, model_args, data_args, args) -> TextViews:
     """The frozen base LLM's text view of every item (cached) and user, for the contrastive loss and report.
 
     Items count as valid when titled and warm (a train target); users are described by their last train history,
-    the processor's ``max_history`` most recent items as in the prompt. Held-out splits are never read."""
-    stats = read_stats(data_args.data_dir)
+    the processor's ``max_history`` most recent items as in the prompt. Held-out splits are never read. ``stats``
+    (the data's ``stats.json``) sizes the tables."""
     titles = collect_item_titles(
         [split for name, split in dataset_dict.items() if name not in HELD_OUT_SPLITS], stats["num_items"]
     )
@@ -90,7 +90,8 @@ def build_stage(model_args, data_args, args) -> StageSetup:
     for split in (data_args.train_split, data_args.eval_split):
         if split not in dataset_dict:
             raise ValueError(f"{data_args.data_dir}: no split {split!r}; found {list(dataset_dict)}")
-    model, tokenizer = build_stage_model(model_args, args, template, with_ids, read_stats(data_args.data_dir))
+    stats = read_stats(data_args.data_dir)  # id space: the CF model must match it; the text tables are its size
+    model, tokenizer = build_stage_model(model_args, args, template, with_ids, stats)
     config = model.get_base_model().config
     processor = CL3MRecProcessor.from_model_config(tokenizer, config, with_ids, max_history=model_args.max_history)
 
@@ -113,7 +114,7 @@ def build_stage(model_args, data_args, args) -> StageSetup:
 
     text_views = None
     if with_ids:  # the contrastive loss needs them; the alignment report reads them for every CF stage
-        text_views = build_text_views(model, processor, dataset_dict, model_args, data_args, args)
+        text_views = build_text_views(model, processor, dataset_dict, stats, model_args, data_args, args)
     apply_stage(model, args.stage, args.train_cf_encoder, args.contrastive_weight)  # after disable_adapter(), which unfreezes adapters
 
     patience = args.early_stopping_patience
