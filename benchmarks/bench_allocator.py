@@ -20,7 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import common  # noqa: E402
-from trainers.arg_types import positive_int  # noqa: E402
+from trainers.arg_types import ArgumentParser, positive_int  # noqa: E402
 from benchmarks.bench_speedups import grouped_rows  # noqa: E402
 from benchmarks.bench_training import Setting, build_stage  # noqa: E402
 from trainers.cpu_allocator import (  # noqa: E402
@@ -76,7 +76,7 @@ def worker_environment(allocator: str) -> dict[str, str]:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--llm", default=common.DEFAULT_LLM)
     common.add_data_arguments(parser, common.DEFAULT_TRAIN_DATA, "CoLLM pickle / split with the train rows")
     parser.add_argument(
@@ -84,7 +84,7 @@ def main(argv=None) -> int:
     )
     parser.add_argument("--steps", type=positive_int, default=120, help="timed training steps per allocator")
     parser.add_argument("--window", type=positive_int, default=30, help="steps per reported window")
-    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--threads", type=positive_int, default=None)
     parser.add_argument("--lora-targets", nargs="+", default=["q_proj", "k_proj", "v_proj", "o_proj"])
     parser.add_argument("--quick", action="store_true", help="4 steps of 2 rows, windows of 2")
     parser.add_argument("--worker-out", help=argparse.SUPPRESS)

@@ -19,7 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import common  # noqa: E402
-from trainers.arg_types import positive_int  # noqa: E402
+from trainers.arg_types import ArgumentParser, positive_int  # noqa: E402
 from trainers.cpu_allocator import restart_with_jemalloc  # noqa: E402
 
 TEMPLATE = "collm_ml1m"
@@ -27,7 +27,7 @@ PATHS = ("pair-by-pair", "prefix-cached")
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--llm", default=common.DEFAULT_LLM)
     common.add_data_arguments(parser, common.DEFAULT_DATA, "split whose users are ranked")
     parser.add_argument("--users", type=positive_int, default=2)
@@ -38,7 +38,7 @@ def parse_args(argv=None):
     parser.add_argument(
         "--rank-batch-size", type=positive_int, default=32, help="candidate suffixes per forward",
     )
-    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--threads", type=positive_int, default=None)
     parser.add_argument("--quick", action="store_true", help="1 user x 50 candidates")
     parser.add_argument("--worker", choices=PATHS, help=argparse.SUPPRESS)
     parser.add_argument("--worker-out", help=argparse.SUPPRESS)

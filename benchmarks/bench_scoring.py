@@ -22,7 +22,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import common  # noqa: E402
-from trainers.arg_types import positive_int  # noqa: E402
+from trainers.arg_types import ArgumentParser, positive_int  # noqa: E402
 from trainers.cpu_allocator import restart_with_jemalloc  # noqa: E402
 
 TEMPLATE = "tallrec_ml1m"
@@ -39,12 +39,12 @@ PATH_NOTES = {
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--llm", default=common.DEFAULT_LLM, help="local LLM directory (weights + tokenizer)")
     common.add_data_arguments(parser, common.DEFAULT_DATA, "CoLLM pickle / split with the rows to score")
     parser.add_argument("--rows", type=positive_int, default=64)
     parser.add_argument("--batch-size", type=positive_int, default=16)
-    parser.add_argument("--threads", type=int, default=None, help="intra-op threads (default: nproc)")
+    parser.add_argument("--threads", type=positive_int, default=None, help="intra-op threads (default: nproc)")
     parser.add_argument("--paths", nargs="+", choices=FULL_PATHS, default=None)
     parser.add_argument("--quick", action="store_true", help="32 rows, plain-fp32 vs ours-bf16 only (< 1 min)")
     parser.add_argument("--worker", choices=FULL_PATHS, help=argparse.SUPPRESS)

@@ -25,7 +25,6 @@ Run from the repository root: `python benchmarks/bench_speedups.py --allow-pickl
 (`--quick`: a smoke run whose numbers mean nothing).
 """
 
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -33,7 +32,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import common  # noqa: E402
-from trainers.arg_types import positive_int  # noqa: E402
+from trainers.arg_types import ArgumentParser, positive_int  # noqa: E402
 from benchmarks.bench_training import Setting, build_stage  # noqa: E402
 from trainers.cpu_allocator import restart_with_jemalloc  # noqa: E402
 
@@ -159,7 +158,7 @@ def scoring_speeds(args) -> tuple[dict[str, float], int]:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--llm", default=common.DEFAULT_LLM)
     common.add_data_arguments(parser, common.DEFAULT_TRAIN_DATA, "CoLLM pickle / split with the train rows")
     parser.add_argument("--valid-data", default=common.DEFAULT_DATA, help="valid_small rows for the scoring paths")
@@ -175,7 +174,7 @@ def main(argv=None) -> int:
     )
     parser.add_argument("--score-rounds", type=positive_int, default=2)
     parser.add_argument("--stages", nargs="+", choices=["lora", "cie", "scoring"], default=["lora", "cie", "scoring"])
-    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--threads", type=positive_int, default=None)
     parser.add_argument("--lora-targets", nargs="+", default=["q_proj", "k_proj", "v_proj", "o_proj"])
     parser.add_argument("--quick", action="store_true", help="1 timed batch of 4 rows per stage, 1 scoring round")
     args = parser.parse_args(argv)

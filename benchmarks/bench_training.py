@@ -33,7 +33,7 @@ from typing import NamedTuple
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import common  # noqa: E402
-from trainers.arg_types import count, positive_int  # noqa: E402
+from trainers.arg_types import ArgumentParser, count, positive_int  # noqa: E402
 from trainers.cpu_allocator import restart_with_jemalloc  # noqa: E402
 from trainers.training.training_args import load_stage_config  # noqa: E402
 
@@ -121,7 +121,7 @@ PEAK_SHAPES = [(4096, 4096, 4096), (2048, 2048, 2048), (4096, 576, 1536), (4096,
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--llm", default=common.DEFAULT_LLM)
     common.add_data_arguments(parser, common.DEFAULT_TRAIN_DATA, "CoLLM pickle / split with the train rows")
     parser.add_argument(
@@ -135,7 +135,7 @@ def parse_args(argv=None):
     parser.add_argument(
         "--warmup", type=count(0), default=2, help="untimed steps first (allocator and caches warm up)",
     )
-    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--threads", type=positive_int, default=None)
     parser.add_argument("--quick", action="store_true", help="2 lora configurations, 2 timed steps of batch 4")
     parser.add_argument("--stages", nargs="+", choices=["lora", "cie"], default=["lora", "cie"], help="stages to measure")
     parser.add_argument("--worker", help=argparse.SUPPRESS)

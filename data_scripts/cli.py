@@ -116,5 +116,5 @@ def register(subparsers) -> None:
     parser.add_argument("--num-users", type=count(1), default=200)
     parser.add_argument("--num-items", type=count(1), default=300)
     parser.add_argument("--interactions-per-user", type=count(1), default=40, help="at most --num-items")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=count(0), default=0)
     parser.set_defaults(func=_synthetic)

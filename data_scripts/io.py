@@ -11,7 +11,7 @@ import pyarrow as pa
 from datasets import Dataset, DatasetDict, load_from_disk
 
 from .collm_import import frame_from_collm, read_collm_pickle
-from .schema import COLUMNS, FEATURES, REQUIRED_SPLITS, require_input_file, validate_frame
+from .schema import COLUMNS, FEATURES, REQUIRED_SPLITS, check_one_title_per_item, require_input_file, validate_frame
 
 SPLIT_SEPARATOR = "::"
 PICKLE_SUFFIXES = (".pkl", ".pickle")
@@ -126,4 +126,5 @@ def load_split_file(
     else:
         raise ValueError(f"{path}: unknown split file type '{path.suffix}'; expected .pkl, .parquet or DIR::split")
     validate_frame(frame, text, num_users, num_items)
+    check_one_title_per_item({text: frame})  # an imported dataset was checked as a whole at import
     return Dataset.from_pandas(frame[list(COLUMNS)].reset_index(drop=True), features=FEATURES, preserve_index=False)

@@ -11,12 +11,12 @@ score. a = 0 is the CF model alone. Two runs compared at the same a differ only 
 their training chose to trust them. A diagnostic, not a selection: nothing here changes a saved model.
 """
 
-import argparse
 from pathlib import Path
 
 import numpy as np
 
 from data_scripts.io import load_dataset_dict
+from trainers.arg_types import ArgumentParser
 from trainers.inference.metrics import ranking_report
 from trainers.inference.scoring import load_scorer
 from trainers.model_dirs import read_eval_results, read_eval_scores
@@ -34,7 +34,7 @@ def fusion_weights(run: Path) -> tuple[float, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", required=True, help="imported dataset folder (cl3mrec data import-collm)")
     parser.add_argument("--cf", required=True, help="the saved CF model the runs fused (their cf_model_dir)")
     parser.add_argument("--run", action="append", required=True, help="a `cl3mrec train` output folder")

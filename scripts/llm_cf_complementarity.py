@@ -22,6 +22,7 @@ import numpy as np
 from sklearn.linear_model import LogisticRegression
 
 from data_scripts.io import load_dataset_dict
+from trainers.arg_types import ArgumentParser
 from trainers.inference.metrics import ranking_report
 from trainers.inference.scoring import load_scorer
 from trainers.inference.text_baseline import FIELDS, TextBaselineScorer
@@ -50,7 +51,7 @@ def text_budget(value: str) -> int | None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", required=True, help="imported dataset folder (cl3mrec data import-collm)")
     parser.add_argument("--cf", action="append", required=True, help="NAME=DIR of a saved CF model")
     parser.add_argument("--run", action="append", default=[], help="a `cl3mrec train` output folder")

@@ -15,7 +15,6 @@ name that carries the rows and the export's weights). Only valid data is read: t
 Writes a Markdown report and a JSON file beside it. Bad arguments or runs exit with status 2 and one line.
 """
 
-import argparse
 import hashlib
 import json
 import logging
@@ -25,7 +24,7 @@ import numpy as np
 
 from data_scripts.io import load_dataset_dict
 from trainers.atomic_io import require_writable_file, write_json_atomic, write_npy_atomic, write_text_atomic
-from trainers.arg_types import positive_int
+from trainers.arg_types import ArgumentParser, positive_int
 from trainers.inference.bootstrap import check_seed_counts, paired_bootstrap
 from trainers.inference.metrics import ranking_report
 from trainers.inference.scoring import load_scorer
@@ -136,7 +135,7 @@ def interval(report: dict) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", required=True, help="DatasetDict directory with valid and valid_small")
     parser.add_argument("--model", action="append", required=True, help="NAME=DIR[,DIR...] (one dir per seed)")
     parser.add_argument("--compare", action="append", default=[], help="CANDIDATE:BASELINE (model names)")

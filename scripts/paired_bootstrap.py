@@ -11,26 +11,25 @@ seed pairs (``trainers.inference.bootstrap``); the baseline has one seed or as m
 arguments exit with status 2 and one line.
 """
 
-import argparse
 import json
 from pathlib import Path
 
 import numpy as np
 
 from data_scripts.io import load_dataset_dict
-from trainers.arg_types import positive_int
+from trainers.arg_types import ArgumentParser, count, positive_int
 from trainers.inference.bootstrap import check_seed_counts, paired_bootstrap
 from trainers.model_dirs import read_shared_eval_scores
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--baseline", type=Path, nargs="+", required=True, help="run dir(s), one per seed")
     parser.add_argument("--candidate", type=Path, nargs="+", required=True, help="run dir(s), one per seed")
     parser.add_argument("--data", required=True, help="the DatasetDict directory the runs were scored on")
     parser.add_argument("--split", default="valid_small")
     parser.add_argument("--resamples", type=positive_int, default=1000, help="bootstrap resamples (>= 1)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=count(0), default=0)
     args = parser.parse_args()
 
     try:

@@ -44,6 +44,12 @@ def parquet_without_title(root):
     return str(path)
 
 
+def parquet_with_two_titles(root):
+    path = root / "valid.parquet"
+    pd.DataFrame([SPLIT_ROW, {**SPLIT_ROW, "label": 0, "title": "m2, renamed"}]).to_parquet(path)
+    return str(path)
+
+
 def cf_yaml(root):
     path = root / "cf.yaml"
     path.write_text("data: nowhere\nmodel: {encoder_type: mf}\ntrain: {learning_rate: 0.1}\n")
@@ -64,6 +70,10 @@ CASES = {
         lambda root: ["evaluate", "--model", str(root), "--split-file", parquet_without_title(root)],
         "title",
     ),
+    "evaluate, one item with two titles": (
+        lambda root: ["evaluate", "--model", str(root), "--split-file", parquet_with_two_titles(root)],
+        "row 1: item 2 is titled 'm2, renamed', but 'm2' at",
+    ),
     "evaluate, missing split file": (
         lambda root: ["evaluate", "--model", str(root), "--split-file", str(root / "gone.parquet")],
         "gone.parquet",
@@ -78,6 +88,26 @@ def test_bad_input_is_one_clear_error_with_exit_code_2(case, tmp_path, caplog):
         assert main(make_argv(tmp_path)) == 2
     errors = [record.getMessage() for record in caplog.records if record.name == "cl3mrec"]
     assert len(errors) == 1 and expected in errors[0], errors
+
+
+@pytest.mark.parametrize(("argv", "expected"), [
+    (["evaluate"], "cl3mrec evaluate: error: the following arguments are required: --model, --split-file"),
+    (["evaluate", "--model", "m", "--split-file", "s", "--batch-size", "0"],
+     "cl3mrec evaluate: error: argument --batch-size: must be an integer >= 1, got 0"),
+    (["no-such-command"], "cl3mrec: error: argument COMMAND: invalid choice: 'no-such-command'"),
+])
+def test_a_bad_command_line_is_one_line_not_the_usage_block(argv, expected, capsys):
+    with pytest.raises(SystemExit) as refused:
+        main(argv)
+    lines = capsys.readouterr().err.splitlines()
+    assert refused.value.code == 2 and len(lines) == 1 and lines[0].startswith(expected), lines
+    assert lines[0].endswith("--help` lists the options)"), lines
+
+
+def test_help_still_prints_the_usage(capsys):
+    with pytest.raises(SystemExit) as shown:
+        main(["evaluate", "--help"])
+    assert shown.value.code == 0 and capsys.readouterr().out.startswith("usage: cl3mrec evaluate")
 
 
 # ---- data import -------------------------------------------------------------------------------------------------
@@ -280,6 +310,9 @@ WORKSPACE_CASES = {
                                             str(w / "data")], "cf.yaml"),
     "cf train, no data found": (lambda r, w: ["cf", "train", "--config", cf_yaml_for(r), "--data", str(r)],
                                 "neither a saved dataset"),
+    "cf train, config data path missing": (
+        lambda r, w: ["cf", "train", "--config", cf_yaml_for(r, "data: gone/ml-1m\nmodel: {encoder_type: mf}\n")],
+        "cf.yaml: data: gone/ml-1m does not exist under the working directory"),
     "cf train, --out holds unrelated files": (
         lambda r, w: ["cf", "train", "--config", cf_yaml_for(r), "--data", str(w / "data"), "--out",
                       str(unrelated_folder(r))], "unrelated"),

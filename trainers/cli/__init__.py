@@ -1,11 +1,11 @@
 """The ``cl3mrec`` command line: one entry point (``main``; ``python -m trainers.cli`` runs it), one subcommand
 module per job in this package."""
 
-import argparse
 import importlib
 import logging
 import sys
 
+from trainers.arg_types import ArgumentParser
 from trainers.cpu_allocator import allocator_in_use, restart_with_jemalloc
 from trainers.error_report import INTERRUPTED_STATUS, describe, exit_status
 
@@ -20,8 +20,8 @@ SUBCOMMAND_MODULES = (
 )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(
         prog="cl3mrec",
         description="CL3M-Rec: contrastive learning enhanced LLMs for recommendation.",
     )

@@ -11,6 +11,7 @@ import logging
 import sys
 from pathlib import Path
 
+from trainers.arg_types import count
 from trainers.atomic_io import write_json_atomic
 from trainers.cf_training import (
     DEFAULT_MAX_HISTORY,
@@ -35,6 +36,11 @@ def _resolve(args: argparse.Namespace) -> tuple[dict, str, Path, int]:
     data = args.data or spec.get("data")
     if not data:
         raise ValueError(f"{args.config}: no 'data' field and no --data given")
+    if not args.data and not Path(data).exists():  # the YAML's path is read from the working directory
+        raise FileNotFoundError(
+            f"{args.config}: data: {data} does not exist under the working directory {Path.cwd()}; run from the "
+            "repository root or pass --data DIR (a `cl3mrec data` dataset folder or a CoLLM pickle folder)"
+        )
     out = Path(args.out or spec.get("out") or f"runs/cf/{spec['model']['encoder_type']}")
     seed = args.seed if args.seed is not None else spec.get("seed", 42)
     return spec, data, out, seed
@@ -88,7 +94,7 @@ def register(subparsers) -> None:
         sub.add_argument("--config", required=True, help="configs/cf/<name>.yaml")
         sub.add_argument("--data", help="dataset dir (stats.json) or CoLLM pickle dir; overrides the YAML")
         sub.add_argument("--out", help="output directory; overrides the YAML")
-        sub.add_argument("--seed", type=int, help="random seed; overrides the YAML")
+        sub.add_argument("--seed", type=count(0), help="random seed; overrides the YAML")
         sub.add_argument(
             "--allow-pickle", action="store_true", help="allow unpickling a CoLLM pickle --data dir (trusted files only)"
         )

