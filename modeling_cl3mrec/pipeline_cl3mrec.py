@@ -15,13 +15,20 @@ Ranking scores every candidate prompt in full, batched; the prefix-cached ranker
 (``trainers.inference.ranking``) gives the same scores faster.
 """
 
-from collections.abc import Mapping, Sequence
+import numbers
+from collections.abc import Iterable, Mapping, Sequence
 
 import torch
 from transformers import Pipeline
 
 TASK = "cl3mrec-scoring"
 ECHOED_FIELDS = ("user_id", "item_id", "title")
+
+
+def _check_count(name: str, value) -> None:
+    """Refuse a ``top_k`` / ``batch_size`` that is not an integer >= 1 (``True``, ``"2"`` and ``1.5`` included)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
 
 
 class CL3MRecScoringPipeline(Pipeline):
@@ -50,28 +57,67 @@ class CL3MRecScoringPipeline(Pipeline):
             candidates: items to rank for the user in ``inputs``.
             top_k: keep the ``top_k`` best candidates (default: all).
             batch_size: prompts per forward pass (default: the pipeline's ``batch_size``, else 32).
+
+        Raises:
+            ValueError / TypeError: one message naming the record (or candidate) and the field, for a missing field,
+                a title that is not a string, a history that is not a list, an id that is not an integer or not a
+                row of the model's tables (0 is padding), or a ``top_k`` / ``batch_size`` that is not an integer >= 1.
         """
         if candidates is None and top_k is not None:
             raise ValueError("top_k needs candidates")
         if candidates is not None and not isinstance(inputs, Mapping):
             raise ValueError("ranking takes one user record (a dict) and a list of candidates")
-        if top_k is not None and top_k < 1:
-            raise ValueError(f"top_k must be >= 1, got {top_k}")
-        batch_size = batch_size or self._batch_size or 32
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if isinstance(inputs, (str, bytes)) or not isinstance(inputs, Iterable):
+            raise TypeError(f"inputs must be a record (a dict) or a list of records, got {type(inputs).__name__}")
+        if top_k is not None:
+            _check_count("top_k", top_k)
+        batch_size = (self._batch_size or 32) if batch_size is None else batch_size
+        _check_count("batch_size", batch_size)
         single = isinstance(inputs, Mapping) and candidates is None
         if candidates is not None:
-            records = self.processor.candidate_records(
-                inputs, [c["item_id"] for c in candidates], [c["title"] for c in candidates]
-            )
+            records = self._candidate_records(inputs, candidates)
         else:
             records = [inputs] if single else list(inputs)
         if not records:
             raise ValueError("nothing to score: no records / candidates given")
         rank = candidates is not None
+        self._check_records(records, rank)
         outputs = super().__call__({"records": records}, chunk_size=batch_size, rank=rank, top_k=top_k)
         return outputs[0] if single else outputs
+
+    def _candidate_records(self, user_record: Mapping, candidates) -> list[dict]:
+        """The records of ranking: ``user_record`` with each candidate's ``item_id`` and ``title``."""
+        if isinstance(candidates, (str, bytes, Mapping)) or not isinstance(candidates, Iterable):
+            raise TypeError(f"candidates must be a list of dicts with item_id and title, got {candidates!r}")
+        candidates = list(candidates)
+        for index, candidate in enumerate(candidates):
+            if not isinstance(candidate, Mapping) or not {"item_id", "title"} <= candidate.keys():
+                raise ValueError(f"candidate {index} must be a dict with item_id and title, got {candidate!r}")
+        return self.processor.candidate_records(
+            user_record, [c["item_id"] for c in candidates], [c["title"] for c in candidates]
+        )
+
+    def _check_records(self, records: list, rank: bool) -> None:
+        """Check every record (:meth:`CL3MRecProcessor.check_record`) and, for a model with a CF encoder, that its
+        ids are rows of the model's tables other than padding row 0: an id of another data set, or a 0-based id,
+        would score some other user or item (history ids too, which some encoders do not read)."""
+        cf_config = self.model.config.cf_config
+        for index, record in enumerate(records):
+            where = "the user record" if rank else f"record {index}"
+            self.processor.check_record(record, where)
+            if cf_config is None or not self.processor.with_ids:  # a text prompt reads no ids
+                continue
+            item_where = f"candidate {index}" if rank else where
+            checks = [("user_id", record["user_id"], cf_config.num_users, where)]
+            checks.append(("item_id", record["item_id"], cf_config.num_items, item_where))
+            for position, item_id in enumerate(record["history_item_ids"]):
+                checks.append((f"history_item_ids[{position}]", item_id, cf_config.num_items, where))
+            for field, value, size, label in checks:
+                if not 1 <= value < size:
+                    raise ValueError(
+                        f"{label}: {field} {value} is outside the model's ids 1..{size - 1} (0 is padding); "
+                        "ids must be those of the model's training data"
+                    )
 
     def _sanitize_parameters(self, chunk_size=None, rank=None, top_k=None):
         preprocess = {} if chunk_size is None else {"chunk_size": chunk_size}

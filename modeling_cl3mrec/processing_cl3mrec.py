@@ -15,8 +15,9 @@ A record is a mapping with ``history_titles`` (oldest first) and ``title``; temp
 ``{item}`` also need ``user_id``, ``item_id`` and ``history_item_ids`` (oldest first, same order as the titles).
 """
 
+import numbers
 import string
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 
 import torch
 from transformers import BatchFeature, ProcessorMixin
@@ -31,6 +32,8 @@ CANDIDATE_FIELDS = ("title", "item")
 ID_FIELDS = ("user", "item")
 HISTORY_SEPARATOR = ", "
 PADDING_SIDES = ("left", "right")
+RECORD_FIELDS = ("history_titles", "title")  # every record
+ID_RECORD_FIELDS = ("user_id", "item_id", "history_item_ids")  # records for templates with CF placeholders
 
 
 def template_fields(template: str) -> list[str]:
@@ -70,6 +73,23 @@ def common_prefix_length(sequences: Sequence[Sequence[int]], stop_token_ids: Ite
         length = next((i for i in range(length) if first[i] != seq[i]), length)
     stops = set(stop_token_ids)
     return next((i for i in range(length) if first[i] in stops), max(length, 0))
+
+
+def check_id(value, where: str) -> int:
+    """``value`` as an ``int``; ``TypeError`` naming ``where`` unless it is an integer (a bool, a string such as
+    ``"7"`` or a float such as ``7.9`` would silently become another id)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{where} must be an integer id, got {value!r}")
+    return int(value)
+
+
+def _list_field(record: Mapping, key: str, where: str) -> Collection:
+    """``record[key]`` when it is a list-like of entries; ``TypeError`` for a string (read letter by letter), a
+    mapping, ``None`` or a scalar."""
+    value = record[key]
+    if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, Collection):
+        raise TypeError(f"{where}: {key} must be a list, got {type(value).__name__} {value!r}")
+    return value
 
 
 def template_uses_ids(template: str) -> bool:
@@ -205,37 +225,63 @@ class CL3MRecProcessor(ProcessorMixin):
     def candidate_records(
         user_record: Mapping, candidate_item_ids: Sequence[int], candidate_titles: Sequence[str]
     ) -> list[dict]:
-        """One record per candidate: the user's record (``user_id``, history) with the candidate's id and title."""
+        """One record per candidate: the user's record (``user_id``, history) with the candidate's id and title
+        (``TypeError`` naming the candidate for an id that is not an integer or a title that is not a string)."""
         if len(candidate_item_ids) != len(candidate_titles):
             raise ValueError(
                 f"{len(candidate_item_ids)} candidate_item_ids but {len(candidate_titles)} candidate_titles"
             )
-        return [
-            {**user_record, "item_id": int(item_id), "title": title}
-            for item_id, title in zip(candidate_item_ids, candidate_titles)
-        ]
+        records = []
+        for index, (item_id, title) in enumerate(zip(candidate_item_ids, candidate_titles)):
+            if not isinstance(title, str):
+                raise TypeError(f"candidate {index}: title must be a string, got {title!r}")
+            item_id = check_id(item_id, f"candidate {index}: item_id")
+            records.append({**user_record, "item_id": item_id, "title": title})
+        return records
+
+    def check_record(self, record: Mapping, where: str = "record") -> None:
+        """Refuse a record that would be rendered or looked up wrongly, with one message naming ``where`` and the
+        field: not a mapping, a missing field (the id fields too for templates with CF placeholders), a title that
+        is not a string, a history that is not a list (of titles / integer ids) or whose ids and titles differ in
+        number, an id that is not an integer."""
+        if not isinstance(record, Mapping):
+            raise TypeError(f"{where}: expected a dict with {list(RECORD_FIELDS)}, got {type(record).__name__}")
+        needed = RECORD_FIELDS + (ID_RECORD_FIELDS if self.with_ids else ())
+        missing = [key for key in needed if key not in record]
+        if missing:
+            raise ValueError(f"{where} is missing field(s) {missing}")
+        if not isinstance(record["title"], str):
+            raise TypeError(f"{where}: title must be a string, got {record['title']!r}")
+        titles = _list_field(record, "history_titles", where)
+        for position, title in enumerate(titles):
+            if not isinstance(title, str):
+                raise TypeError(f"{where}: history_titles[{position}] must be a string, got {title!r}")
+        for key in ("user_id", "item_id"):
+            if key in record:
+                check_id(record[key], f"{where}: {key}")
+        if "history_item_ids" in record:
+            ids = _list_field(record, "history_item_ids", where)
+            for position, item_id in enumerate(ids):
+                check_id(item_id, f"{where}: history_item_ids[{position}]")
+            if len(ids) != len(titles):  # the prompt's titles and the history tokens must pair up
+                raise ValueError(
+                    f"{where}: history_item_ids has {len(ids)} entries but history_titles has "
+                    f"{len(titles)}; they must list the same items in the same order"
+                )
 
     def encode(self, records: Sequence[Mapping]) -> dict[str, list]:
-        """Unpadded features of ``records``: ``input_ids`` (one list per record, with the tokenizer's special
-        tokens) and, where the records carry them, ``user_id``, ``item_id`` and ``history_item_ids`` (the
-        ``max_history`` most recent). ID templates require the three id fields."""
-        if self.with_ids:
-            missing = [key for key in ("user_id", "item_id", "history_item_ids") if records and key not in records[0]]
-            if missing:
-                raise ValueError(f"records for a template with CF placeholders are missing field(s) {missing}")
+        """Unpadded features of ``records`` (each checked by :meth:`check_record`): ``input_ids`` (one list per
+        record, with the tokenizer's special tokens) and, where every record carries them, ``user_id``,
+        ``item_id`` and ``history_item_ids`` (the ``max_history`` most recent). ID templates require the three id
+        fields."""
+        for index, record in enumerate(records):
+            self.check_record(record, f"record {index}")
         prompts = [self.render(record) for record in records]
         features = {"input_ids": self.tokenizer(prompts, add_special_tokens=True)["input_ids"]}
         for key in ("user_id", "item_id"):
-            if records and key in records[0]:
+            if records and all(key in record for record in records):
                 features[key] = [int(record[key]) for record in records]
-        if records and "history_item_ids" in records[0]:
-            for index, record in enumerate(records):  # the prompt's titles and the history tokens must pair up
-                ids, titles = record["history_item_ids"], record["history_titles"]
-                if len(ids) != len(titles):
-                    raise ValueError(
-                        f"record {index}: history_item_ids has {len(ids)} entries but history_titles has "
-                        f"{len(titles)}; they must list the same items in the same order"
-                    )
+        if records and all("history_item_ids" in record for record in records):
             features["history_item_ids"] = [
                 [int(i) for i in self.recent_history(record["history_item_ids"])] for record in records
             ]
@@ -376,6 +422,7 @@ __all__ = [
     "HISTORY_TOKEN",
     "ITEM_TOKEN",
     "USER_TOKEN",
+    "check_id",
     "common_prefix_length",
     "template_fields",
     "template_uses_ids",

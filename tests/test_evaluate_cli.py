@@ -104,3 +104,18 @@ def test_through_the_cl3mrec_entry_point(saved_model, split_file, tmp_path, caps
     assert main(["evaluate", "--model", str(saved_model), "--split-file", str(split_file)]) == 0
     assert json.loads(capsys.readouterr().out)["n_rows"] == 60
     assert main(["evaluate", "--model", str(tmp_path), "--split-file", str(split_file)]) == 2  # no config.json
+
+
+def test_a_split_of_another_data_set_is_refused_by_its_stats(synthetic_data_dir, synthetic_mf_dir, tmp_path, capsys):
+    """A smaller data set's ids all fit the model's tables, so only its stats.json shows that they name other users
+    and items: ``DIR::split`` of it is refused before scoring; the model's own data set scores."""
+    from data_scripts.synthetic import generate_synthetic
+
+    own = ["evaluate", "--model", str(synthetic_mf_dir), "--split-file", f"{synthetic_data_dir}::valid_small"]
+    assert run_cli(own) == 0 and json.loads(capsys.readouterr().out)["n_rows"] > 0
+    generate_synthetic(tmp_path / "small", num_users=20, num_items=30, interactions_per_user=10)
+    other = ["evaluate", "--model", str(synthetic_mf_dir), "--split-file", f"{tmp_path / 'small'}::valid"]
+    with pytest.raises(ValueError, match=r"::valid: its data set has num_users = 21 \(stats.json\), but --model=.* "
+                                         r"was trained with 201: a split of other data"):
+        run_cli(other)
+    assert capsys.readouterr().out == ""

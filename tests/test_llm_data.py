@@ -41,6 +41,40 @@ def test_history_ids_and_titles_of_other_lengths_are_refused(make_cl3mrec, tiny_
         processor.encode(records)
 
 
+def test_records_the_prompt_would_misread_are_refused(make_cl3mrec, tiny_rows):
+    """A title of None rendered as "None", a history string read letter by letter, an id "3" or 2.9 cast to
+    another id: each is refused naming the record and the field, whichever record it is in."""
+    model, tokenizer = make_cl3mrec("llama", "mf")
+    processor = CL3MRecProcessor.from_model_config(tokenizer, model.config, max_history=3)
+    text_processor = CL3MRecProcessor.from_model_config(tokenizer, model.config, with_ids=False, max_history=3)
+    cases = [
+        ({"title": None}, TypeError, r"record 1: title must be a string, got None"),
+        ({"history_titles": ["Movie 1 (1981)", None, "a", "b", "c"]}, TypeError, r"record 1: history_titles\[1\] must"),
+        ({"history_titles": "Movie 1 (1981)"}, TypeError, r"record 1: history_titles must be a list, got str"),
+        ({"history_item_ids": None}, TypeError, r"record 1: history_item_ids must be a list, got NoneType"),
+        ({"user_id": "3"}, TypeError, r"record 1: user_id must be an integer id, got '3'"),
+        ({"item_id": 2.9}, TypeError, r"record 1: item_id must be an integer id, got 2.9"),
+        ({"item_id": True}, TypeError, r"record 1: item_id must be an integer id, got True"),
+        ({"history_item_ids": [1, 2, "3", 4, 5]}, TypeError, r"record 1: history_item_ids\[2\] must be an integer"),
+    ]
+    for change, error, message in cases:
+        records = tiny_rows.select(range(2)).to_list()
+        records[1].update(change)
+        with pytest.raises(error, match=message):
+            processor.encode(records)
+    records = tiny_rows.select(range(2)).to_list()
+    del records[1]["user_id"]
+    with pytest.raises(ValueError, match=r"record 1 is missing field\(s\) \['user_id'\]"):
+        processor.encode(records)
+    assert len(text_processor.encode(records)["input_ids"]) == 2  # a text prompt reads no ids
+    with pytest.raises(TypeError, match="record 0: history_titles must be a list"):
+        text_processor.encode([{"history_titles": "Heat", "title": "Alien"}])
+    with pytest.raises(TypeError, match="record 0: expected a dict"):
+        text_processor.encode(["Heat"])
+    with pytest.raises(TypeError, match=r"candidate 1: item_id must be an integer id, got '7'"):
+        processor.candidate_records(records[0], [6, "7"], ["Heat", "Alien"])
+
+
 def test_collator_left_pads(make_cl3mrec, tiny_rows):
     model, tokenizer = make_cl3mrec("llama", "mf")
     processor = CL3MRecProcessor(tokenizer, template=model.config.prompt_template, max_history=2)

@@ -48,3 +48,31 @@ def test_pipeline_refuses_bad_calls(make_cl3mrec, tiny_rows):
         recommender([])
     with pytest.raises(ValueError, match="missing field"):
         recommender({"title": "X", "history_titles": []})
+
+
+def test_pipeline_names_the_bad_record_field_or_argument(make_cl3mrec, tiny_rows):
+    """Ids of another data set or 0-based ids (outside 1..N-1 of the model's tables, history included), ids that
+    are not integers and bad top_k / batch_size values are refused naming the record or candidate and the field."""
+    model, tokenizer = make_cl3mrec("llama", "mf")
+    processor = CL3MRecProcessor.from_model_config(tokenizer, model.config, max_history=5)
+    recommender = pipeline("cl3mrec-scoring", model=model, processor=processor, device="cpu")
+    row = tiny_rows[1]  # user 2, five history items; the tables hold users 1..5 and items 1..12
+    good = [{"item_id": 3, "title": "Movie 3 (1983)"}]
+    cases = [
+        (([row, {**row, "item_id": 13}],), {}, r"record 1: item_id 13 is outside the model's ids 1\.\.12"),
+        (({**row, "item_id": 0},), {}, r"record 0: item_id 0 is outside the model's ids 1\.\.12 \(0 is padding\)"),
+        (({**row, "user_id": 6},), {}, r"record 0: user_id 6 is outside the model's ids 1\.\.5"),
+        (({**row, "history_item_ids": [1, 2, 3, 4, 99]},), {}, r"record 0: history_item_ids\[4\] 99 is outside"),
+        (({**row, "user_id": "2"},), {}, r"record 0: user_id must be an integer id, got '2'"),
+        ((row,), {"candidates": [*good, {"item_id": 40, "title": "X"}]}, r"candidate 1: item_id 40 is outside"),
+        ((row,), {"candidates": [*good, {"item_id": 4}]}, r"candidate 1 must be a dict with item_id and title"),
+        ((row,), {"candidates": good, "top_k": 1.5}, r"top_k must be an integer >= 1, got 1\.5"),
+        ((row,), {"candidates": good, "top_k": True}, r"top_k must be an integer >= 1, got True"),
+        ((row,), {"batch_size": 0}, r"batch_size must be an integer >= 1, got 0"),
+        (("Heat (1995)",), {}, r"inputs must be a record \(a dict\) or a list of records, got str"),
+        ((None,), {}, r"inputs must be a record \(a dict\) or a list of records, got NoneType"),
+    ]
+    for args, kwargs, message in cases:
+        with pytest.raises((ValueError, TypeError), match=message):
+            recommender(*args, **kwargs)
+    assert len(recommender(row, candidates=good, top_k=5)) == 1  # top_k beyond the candidates keeps them all

@@ -3,9 +3,11 @@
 import argparse
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -184,6 +186,20 @@ def test_validate_model_dir_names_what_is_missing(model_dir, damage, message):
     damage(model_dir)
     with pytest.raises(FileNotFoundError, match=message):
         validate_model_dir(model_dir)
+
+
+def test_push_to_an_unreachable_hub_is_one_line_and_leaves_the_folder_as_it_was(model_dir, tmp_path):
+    with socket.socket() as probe:  # a port nothing listens on: the connection is refused
+        probe.bind(("127.0.0.1", 0))
+        endpoint = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    before = {path.name: path.stat().st_mtime_ns for path in model_dir.iterdir()}
+    result = run_push(SimpleNamespace(endpoint=endpoint), tmp_path, "--model", str(model_dir), "--repo-id", REPO_ID)
+    assert result.returncode == 2, result.stderr[-3000:]
+    errors = [line for line in result.stderr.splitlines() if " ERROR " in line]
+    assert len(errors) == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert f"cannot reach the Hugging Face Hub at {endpoint} to push {model_dir} to {REPO_ID}" in errors[0]
+    assert errors[0].endswith("check the network (or HF_ENDPOINT) and rerun: nothing was committed")
+    assert {path.name: path.stat().st_mtime_ns for path in model_dir.iterdir()} == before  # no README.md written
 
 
 def test_push_model_rejects_bad_repo_id(model_dir):

@@ -6,6 +6,7 @@ before the embedding lookup, so no resize), and copies pretrained CF weights fro
 """
 
 import logging
+import warnings
 from pathlib import Path
 
 import torch
@@ -153,7 +154,9 @@ def add_lora(model: CL3MRecModel, r: int = 8, alpha: int = 16, dropout: float = 
         modules_to_save=modules_to_save or None,
         bias="none",
     )
-    return get_peft_model(model, lora_config)
+    with warnings.catch_warnings():  # PEFT 0.21 reads transformers 5's deprecated alias: not the user's to fix
+        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+        return get_peft_model(model, lora_config)
 
 
 def export_merged(peft_model, processor, out_dir) -> Path:

@@ -10,9 +10,11 @@ from pathlib import Path
 from typing import Optional
 
 from huggingface_hub import CommitInfo, HfApi
+from huggingface_hub.errors import HfHubHTTPError, HTTPError
 from huggingface_hub.utils import validate_repo_id
 
-from .model_card import write_model_card
+from ..atomic_io import write_text_atomic
+from .model_card import render_model_card
 
 logger = logging.getLogger(__name__)
 
@@ -96,7 +98,9 @@ def push_model(
     token: Optional[str] = None,
     card_kwargs: Optional[dict] = None,
 ) -> CommitInfo:
-    """Validate ``model_dir``, write its ``README.md`` card and upload the folder to ``repo_id``.
+    """Validate ``model_dir``, render its card, create ``repo_id`` on the Hub, write the card to ``README.md`` and
+    upload the folder. A bad folder or card is refused before any request, and a Hub that cannot be reached before
+    ``README.md`` is rewritten.
 
     Args:
         model_dir: a saved model directory (see :func:`validate_model_dir`).
@@ -110,6 +114,9 @@ def push_model(
 
     Returns:
         The ``CommitInfo`` of the upload commit.
+
+    Raises:
+        ConnectionError: the Hub cannot be reached (one line naming the endpoint; nothing is committed).
     """
     model_dir = Path(model_dir)
     try:
@@ -117,18 +124,27 @@ def push_model(
     except ValueError as error:  # huggingface_hub's message does not say which argument
         raise ValueError(f"repo_id {repo_id!r}: not a Hub repo id ({error}); use ORG/NAME") from None
     validate_model_dir(model_dir)
-    write_model_card(model_dir, repo_id=repo_id, **(card_kwargs or {}))
+    card = render_model_card(model_dir, repo_id=repo_id, **(card_kwargs or {}))
 
     api = HfApi(token=token)
-    repo_url = api.create_repo(repo_id, private=private, exist_ok=True)
-    if revision and revision != "main":
-        api.create_branch(repo_id, branch=revision, exist_ok=True)
-    commit = api.upload_folder(
-        repo_id=repo_id,
-        folder_path=model_dir,
-        revision=revision,
-        commit_message=commit_message or f"Upload {model_dir.resolve().name} with cl3mrec",
-        ignore_patterns=IGNORE_PATTERNS,
-    )
+    try:
+        repo_url = api.create_repo(repo_id, private=private, exist_ok=True)
+        if revision and revision != "main":
+            api.create_branch(repo_id, branch=revision, exist_ok=True)
+        logger.info("wrote model card %s", write_text_atomic(model_dir / "README.md", str(card)))
+        commit = api.upload_folder(
+            repo_id=repo_id,
+            folder_path=model_dir,
+            revision=revision,
+            commit_message=commit_message or f"Upload {model_dir.resolve().name} with cl3mrec",
+            ignore_patterns=IGNORE_PATTERNS,
+        )
+    except HfHubHTTPError:  # the Hub answered (no token, no access, ...): its own message says what
+        raise
+    except HTTPError as error:  # no answer at all: DNS, refused connection, timeout, proxy
+        raise ConnectionError(
+            f"cannot reach the Hugging Face Hub at {api.endpoint} to push {model_dir} to {repo_id} ({error}); "
+            "check the network (or HF_ENDPOINT) and rerun: nothing was committed"
+        ) from error
     logger.info("pushed %s to %s (commit %s)", model_dir, repo_url, commit.oid)
     return commit

@@ -124,7 +124,8 @@ def resume_checkpoint(choice, output_dir, is_main_process: bool) -> str | None:
     if str(choice).lower() in ("true", "last"):
         checkpoint = newest_complete_checkpoint(output_dir, remove_incomplete=is_main_process)
         if checkpoint is None:
-            logger.warning("resume_from_checkpoint: no complete checkpoint in %s yet; training from step 0", output_dir)
+            # a first run (half-written checkpoints were each named with a warning above)
+            logger.info("resume_from_checkpoint: no complete checkpoint in %s yet; training from step 0", output_dir)
         return None if checkpoint is None else str(checkpoint)
     if not checkpoint_is_complete(Path(choice)):
         raise ValueError(
