@@ -103,6 +103,8 @@ def load_split_file(
     text = str(path)
     if SPLIT_SEPARATOR in text:
         data_dir, split = text.rsplit(SPLIT_SEPARATOR, 1)
+        if not data_dir or not split:
+            raise ValueError(f"{text}: expected DATASET_DIR{SPLIT_SEPARATOR}SPLIT, e.g. runs/ml1m/data::valid")
         stats = read_stats(data_dir)
         dataset_dict = load_dataset_dict(data_dir)
         if split not in dataset_dict:

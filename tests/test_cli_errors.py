@@ -74,6 +74,10 @@ CASES = {
         lambda root: ["evaluate", "--model", str(root), "--split-file", parquet_with_two_titles(root)],
         "row 1: item 2 is titled 'm2, renamed', but 'm2' at",
     ),
+    "evaluate, split spec without a folder": (
+        lambda root: ["evaluate", "--model", str(root), "--split-file", "::valid"],
+        "::valid: expected DATASET_DIR::SPLIT, e.g. runs/ml1m/data::valid",
+    ),
     "evaluate, missing split file": (
         lambda root: ["evaluate", "--model", str(root), "--split-file", str(root / "gone.parquet")],
         "gone.parquet",
@@ -241,6 +245,14 @@ def cie_argv(root, ws, *overrides):
     return train_argv(root, ws, "stage: cie\ntemplate: collm_ml1m\n", f"cf_model_dir={ws / 'cf'}", *overrides)
 
 
+def stage_folder(root, model):
+    """A `cl3mrec train` output folder: the exported model under ``merged/``, none at its top."""
+    import shutil
+
+    shutil.copytree(model, root / "stage" / "merged")
+    return root / "stage"
+
+
 def copy_model(root, source, drop=(), truncate=None, config=None):
     """A copy of the model folder ``source`` without ``drop``, with ``truncate`` cut short, or another config."""
     import shutil
@@ -370,6 +382,8 @@ WORKSPACE_CASES = {
     "evaluate, split file is a folder": (lambda r, w: evaluate_argv(w, r), "is a directory"),
     "evaluate, missing split of a dataset": (lambda r, w: evaluate_argv(w, f"{w / 'data'}::nope"), "no split 'nope'"),
     "evaluate, --model without config.json": (lambda r, w: evaluate_argv(w, None, r), "no config.json"),
+    "evaluate, --model a training output folder": (
+        lambda r, w: evaluate_argv(w, None, stage_folder(r, w / "cf")), "no config.json; its exported model is"),
     "evaluate, --model without weights": (
         lambda r, w: evaluate_argv(w, None, copy_model(r, w / "cf", drop=["model.safetensors"])), "no weights"),
     "evaluate, --model truncated safetensors": (

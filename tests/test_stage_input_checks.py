@@ -77,6 +77,16 @@ def test_a_badly_shaped_pipeline_config_is_refused_before_any_work(changes, expe
     assert not (tmp_path / "out").exists()
 
 
+def test_a_pipeline_into_a_folder_of_other_files_is_refused(tmp_path, caplog):
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "notes.txt").write_text("mine")
+    config = tmp_path / "pipeline.yaml"
+    config.write_text(json.dumps({"out_dir": str(tmp_path / "out"), "stages": [{"stage": "lora"}]}))
+    message = refused(["pipeline", "--config", str(config)], caplog)
+    assert f"{config}: out_dir={tmp_path / 'out'}: folder holds 1 unrelated entries" in message
+    assert [path.name for path in (tmp_path / "out").iterdir()] == ["notes.txt"]
+
+
 def test_llm_tiny_texts_from_a_file_is_refused(tmp_path, caplog):
     (tmp_path / "stats.json").write_text("{}")
     argv = ["llm", "tiny", "--out", str(tmp_path / "llm"), "--texts-from", str(tmp_path / "stats.json")]

@@ -28,7 +28,11 @@ def read_model_config(model_dir, field: str) -> dict:
         )
     config_path = model_dir / "config.json"
     if not config_path.is_file():
-        raise FileNotFoundError(f"{field}={model_dir}: no config.json; is it a saved model folder?")
+        hint = (  # a `cl3mrec train` output folder: its model is the export
+            f"its exported model is {model_dir / 'merged'}" if (model_dir / "merged" / "config.json").is_file()
+            else "is it a saved model folder?"
+        )
+        raise FileNotFoundError(f"{field}={model_dir}: no config.json; {hint}")
     try:
         config = json.loads(config_path.read_text())
     except ValueError as error:

@@ -15,7 +15,7 @@ import numpy as np
 
 from data_scripts.synthetic import COUNT_FIELDS
 
-from ..atomic_io import write_json_atomic
+from ..atomic_io import require_empty_or_own, write_json_atomic
 from ..cf_training import checked_cf_fields
 from .config_values import checked_value, load_yaml_file, refuse_unknown
 from .stage_run import run_stage
@@ -137,6 +137,8 @@ def run_pipeline(config_path: str) -> dict:
         }
         stages.append((name, parse_config(values, source=f"{config_path}, stage {name!r}")))
         previous = values["output_dir"]
+    own = ("data", "cf", "llm", "cache", "pipeline_results.json", *(name for name, _ in stages))
+    require_empty_or_own(out_dir, own, field=f"{config_path}: out_dir")  # outputs never mix with the user's files
     state = stages[0][1][2].distributed_state
     results = {"cf": None, "stages": {}}
     if state.is_main_process:
