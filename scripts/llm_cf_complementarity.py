@@ -12,10 +12,12 @@ Scorers: `--run` folders of `cl3mrec train` (the rows of their `eval_rows.npy`, 
 `--text-baseline N`, a TF-IDF + logistic-regression model of the prompt's titles (`--text-fields`) fitted on
 N random train rows (`all`: the whole train split; `trainers.inference.text_baseline`), scored on every valid_small
 row — how much the text alone ranks at an LLM stage's budget. Train rows fit the text baseline; only valid rows
-are scored.
+are scored. `--cf-ensembles` adds the cross-fitted blends of every combination of two or more `--cf` models: the
+best any mix of the CF encoders' logits ranks on these rows (a ceiling for fused models that only re-weight them).
 """
 
 import argparse
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -63,9 +65,14 @@ def main() -> None:
         "--text-fields", nargs="+", choices=FIELDS, default=list(FIELDS),
         help="what the text baseline reads: the candidate's title and/or the history titles (default: both)",
     )
+    parser.add_argument(
+        "--cf-ensembles", action="store_true", help="also blend every combination of two or more --cf models"
+    )
     args = parser.parse_args()
-    if not args.run and not args.text_baseline:
-        parser.exit(2, "error: nothing to compare: give --run and/or --text-baseline\n")
+    if not args.run and not args.text_baseline and not args.cf_ensembles:
+        parser.exit(2, "error: nothing to compare: give --run, --text-baseline and/or --cf-ensembles\n")
+    if args.cf_ensembles and len(args.cf) < 2:
+        parser.exit(2, "error: --cf-ensembles blends two or more --cf models; give at least two\n")
     for item in args.cf:
         if "=" not in item or not Path(item.split("=", 1)[1], "config.json").is_file():
             parser.exit(2, f"error: --cf {item!r}: expected NAME=DIR of a saved CF model (DIR/config.json)\n")
@@ -89,8 +96,9 @@ def main() -> None:
     # Each CF model scores valid_small once; every scorer reads its rows from that.
     cf_scores = {name: load_scorer(cf_dir).score(split) for name, cf_dir in (item.split("=", 1) for item in args.cf)}
     columns = {column: np.asarray(split[column]) for column in ("label", "user_id", "warm")}
-    print("| scorer | CF model | rows | scorer AUC / UAUC | CF AUC / UAUC | cross-fitted blend AUC / UAUC |")
-    print("| --- | --- | --- | --- | --- | --- |")
+    if scorers:
+        print("| scorer | CF model | rows | scorer AUC / UAUC | CF AUC / UAUC | cross-fitted blend AUC / UAUC |")
+        print("| --- | --- | --- | --- | --- | --- |")
     for scorer_name, rows, scores in scorers:
         labels, users, warm = (columns[column][rows] for column in ("label", "user_id", "warm"))
         for name, all_cf in cf_scores.items():
@@ -98,6 +106,23 @@ def main() -> None:
             cells = [ranking_report(users, labels, values, warm) for values in (scores, all_cf[rows], blend)]
             text = [f"{report['auc']:.4f} / {report['uauc']:.4f}" for report in cells]
             print(f"| {scorer_name} | {name} | {len(rows):,} | {' | '.join(text)} |")
+    if args.cf_ensembles:
+        if scorers:
+            print()
+        print_cf_ensembles(cf_scores, columns)
+
+
+def print_cf_ensembles(cf_scores: dict[str, np.ndarray], columns: dict[str, np.ndarray]) -> None:
+    """A table of every CF model alone and of the cross-fitted blend of each combination of two or more."""
+    labels, users, warm = (columns[column] for column in ("label", "user_id", "warm"))
+    print("| CF models | rows | AUC / UAUC (blends: cross-fitted) |\n| --- | --- | --- |")
+    for size in range(1, len(cf_scores) + 1):
+        for names in itertools.combinations(cf_scores, size):
+            features = np.stack([cf_scores[name] for name in names], axis=1)
+            scores = features[:, 0] if size == 1 else cross_fitted_blend(features, labels, users)
+            report = ranking_report(users, labels, scores, warm)
+            print(f"| {' + '.join(names)} | {len(labels):,} | {report['auc']:.4f} / {report['uauc']:.4f} |")
+
 
 if __name__ == "__main__":
     main()

@@ -11,6 +11,7 @@ from sklearn.metrics import roc_auc_score
 from data_scripts.io import load_dataset_dict
 from modeling_cl3mrec.configuration_cf import CFRecConfig
 from modeling_cl3mrec.modeling_cf import CFRecModel
+from trainers.inference.scoring import load_scorer
 from trainers.inference.text_baseline import TextBaselineScorer
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "llm_cf_complementarity.py"
@@ -61,11 +62,26 @@ def test_complementarity_script_blends_the_text_baseline_with_a_cf_model(synthet
     assert all(0.0 < float(value) < 1.0 for cell in cells for value in cell.split("/"))
 
 
+def test_complementarity_script_blends_every_combination_of_cf_models(synthetic_data_dir, synthetic_mf_dir, tmp_path):
+    other = CFRecModel(CFRecConfig.from_pretrained(synthetic_mf_dir))  # untrained: a second, different scorer
+    other.save_pretrained(tmp_path / "random")
+    cf = ("--cf", f"MF={synthetic_mf_dir}", "--cf", f"Random={tmp_path / 'random'}")
+    result = run_script("--data", synthetic_data_dir, *cf, "--cf-ensembles")
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = {line.split("|")[1].strip(): line for line in result.stdout.splitlines() if line.startswith("| ")}
+    assert {"MF", "Random", "MF + Random"} <= rows.keys()
+    aucs = {name: float(rows[name].split("|")[3].split("/")[0]) for name in ("MF", "Random", "MF + Random")}
+    split = load_dataset_dict(synthetic_data_dir)["valid_small"]
+    alone = roc_auc_score(split["label"], load_scorer(synthetic_mf_dir).score(split))
+    assert aucs["MF"] == pytest.approx(alone, abs=6e-5) and 0.0 < aucs["MF + Random"] < 1.0, aucs
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
         (["--text-baseline", "one"], "expected a number of train rows >= 2 or 'all'"),
         ([], "nothing to compare"),
+        (["--cf-ensembles"], "--cf-ensembles blends two or more --cf models"),
     ],
 )
 def test_complementarity_script_rejects_bad_arguments(synthetic_data_dir, tmp_path, args, message):
