@@ -1,5 +1,6 @@
 """Model cards: metadata parses back with the right metrics; the text documents recipe, use and citations."""
 
+import argparse
 import json
 from pathlib import Path
 
@@ -229,3 +230,60 @@ def test_card_without_recorded_versions_names_the_rendering_environment(tmp_path
     text = render_model_card(make_dir(tmp_path / "m", CF_CONFIG, report(0.69, 0.64))).text
     assert "Framework versions (not recorded in training; those that rendered this card): torch " in text
     assert "The hyper-parameters were not recorded for this model." in text
+
+
+def cf_train(data_dir: Path, out: Path, tmp_path: Path) -> dict:
+    """``cl3mrec cf train`` (in process) of a tiny MF for one epoch on ``data_dir``; returns its ``metrics.json``."""
+    import yaml
+
+    from trainers.cli import cf_cli
+
+    spec = {"model": {"encoder_type": "mf", "hidden_size": 4}, "train": {"lr": 0.02, "epochs": 1, "patience": 1}}
+    (tmp_path / "mf.yaml").write_text(yaml.safe_dump(spec))
+    parser = argparse.ArgumentParser()
+    cf_cli.register(parser.add_subparsers(dest="command", required=True))
+    argv = ["cf", "train", "--config", str(tmp_path / "mf.yaml"), "--data", str(data_dir), "--out", str(out)]
+    args = parser.parse_args(argv)
+    assert args.func(args) == 0
+    return json.loads((out / "metrics.json").read_text())
+
+
+def test_cf_card_of_a_cf_train_run_on_synthetic_data(tmp_path, synthetic_data_dir):
+    metrics = cf_train(synthetic_data_dir, tmp_path / "mf", tmp_path)
+    source = json.loads((synthetic_data_dir / "stats.json").read_text())["source"]
+    assert source.startswith("synthetic:")
+    assert metrics["data_source"] == source and metrics["data"] == str(synthetic_data_dir)
+    assert {"seed", "train_args", "valid", "valid_small", "config_file"} <= set(metrics)  # readers' keys kept
+
+    card = render_model_card(tmp_path / "mf", repo_id="org/mf")
+    auc = metrics["valid_small"]["auc"]
+    assert results_by_key(card)[("valid_small", "roc_auc", "all")] == pytest.approx(auc)
+    assert {r.dataset_name for r in card.data.eval_results} == {dataset_name_from_source(source)}
+    text = card.text
+    assert f"| valid_small | all | {auc:.4f} |" in text
+    assert f"- Evaluation data: {dataset_name_from_source(source)}." in text and "MovieLens" not in text
+    assert "Trained with `cl3mrec cf train`" in text
+    assert "| hyper-parameter | `mf` |" in text and "| lr | 0.02 |" in text and "| epochs | 1 |" in text
+    assert "| seed | 42 |" in text and "| epochs_run | 1 |" in text
+    for llm_text in ("Stages: `lora`", "stage recipe was not recorded", "Base model", "LLM's own biases", "λ"):
+        assert llm_text not in text
+    assert "hyper-parameters were not recorded" not in text and "trained was not recorded" not in text
+    assert str(tmp_path) not in text and str(synthetic_data_dir) not in text  # data / config paths stay out
+
+
+def test_old_cf_folder_card_says_not_recorded_and_llm_card_never_guesses_movielens(tmp_path):
+    old_cf = make_dir(tmp_path / "cf", CF_CONFIG)
+    (old_cf / "metrics.json").write_text(json.dumps({"valid_small": report(0.69, 0.64), "seed": 1}))
+    card = render_model_card(old_cf)
+    assert results_by_key(card)[("valid_small", "roc_auc", "all")] == pytest.approx(0.69)
+    assert "- Evaluation data: not recorded." in card.text and "MovieLens" not in card.text
+    assert "How this model was trained was not recorded" in card.text
+    assert "The hyper-parameters were not recorded for this model." in card.text
+
+    llm = make_dir(tmp_path / "llm", LLM_CONFIG, report(0.6, 0.6), {"stage_recipe": CIE_RECIPE})
+    assert "- Evaluation data: not recorded." in render_model_card(llm).text
+    assert "MovieLens" not in str(render_model_card(llm))
+    named = render_model_card(llm, datasets="org/synthetic-recs")  # the Hub dataset id names the data set
+    assert {(r.dataset_name, r.dataset_type) for r in named.data.eval_results} == {
+        ("org/synthetic-recs", "org/synthetic-recs")
+    }

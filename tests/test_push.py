@@ -202,6 +202,24 @@ def test_push_to_an_unreachable_hub_is_one_line_and_leaves_the_folder_as_it_was(
     assert {path.name: path.stat().st_mtime_ns for path in model_dir.iterdir()} == before  # no README.md written
 
 
+def folder_bytes(folder: Path) -> dict:
+    """Every file under ``folder`` (relative path → bytes)."""
+    return {str(path.relative_to(folder)): path.read_bytes() for path in sorted(folder.rglob("*")) if path.is_file()}
+
+
+def test_push_dry_run_prints_the_card_and_neither_writes_nor_asks_the_hub(model_dir, tmp_path):
+    before = folder_bytes(model_dir)
+    with HubRecorder() as hub:
+        result = run_push(hub, tmp_path, "--model", str(model_dir), "--repo-id", REPO_ID, "--dry-run")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert hub.requests == []
+    assert folder_bytes(model_dir) == before  # no README.md, nothing touched
+    metadata = front_matter(result.stdout)
+    assert metadata["model-index"][0]["name"] == "cl3mrec-tiny"
+    assert "| valid | all | 0.7123 | 0.6543 | 200 | 17 |" in result.stdout
+    assert f'pipeline("cl3mrec-scoring", model="{REPO_ID}", trust_remote_code=True)' in result.stdout
+
+
 def test_push_model_rejects_bad_repo_id(model_dir):
     with pytest.raises(ValueError, match=r"repo_id 'not/a/valid/repo': not a Hub repo id \(.*\); use ORG/NAME"):
         push_model(model_dir, "not/a/valid/repo")
@@ -212,6 +230,7 @@ def test_register_adds_push_subcommand(model_dir):
     push_cli.register(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["push", "--model", str(model_dir), "--repo-id", REPO_ID, "--private", "--dataset", "a/b"])
     assert args.func is push_cli._run
+    assert not args.dry_run
     assert (args.model, args.repo_id, args.private, args.revision, args.dataset) == (
         str(model_dir),
         REPO_ID,

@@ -1,6 +1,7 @@
 """``cl3mrec cf train`` / ``cl3mrec cf tune``: pretrain collaborative encoders from a YAML.
 
-``train`` trains the YAML's fixed hyper-parameters and saves the best-valid model + ``metrics.json``.
+``train`` trains the YAML's fixed hyper-parameters and saves the best-valid model + ``metrics.json`` (with the
+data path and its ``stats.json`` source, which the model card names the data set from).
 ``tune`` runs every combination of the YAML's ``search:`` grid (one seed) and writes ``search.json``
 ranked by the selection split's AUC; copy the winner into the YAML by hand.
 """
@@ -16,6 +17,7 @@ from trainers.atomic_io import write_json_atomic
 from trainers.cf_training import (
     DEFAULT_MAX_HISTORY,
     apply_overrides,
+    data_provenance,
     grid,
     load_cf_data,
     load_cf_yaml,
@@ -53,7 +55,7 @@ def train_command(args: argparse.Namespace) -> int:
         data, model_fields.get("max_history", DEFAULT_MAX_HISTORY), allow_pickle=args.allow_pickle
     )
     model, summary = train_cf_model(model_fields, train_args, splits, num_users, num_items, seed, args.config)
-    summary.update(config_file=str(args.config), data=str(data))
+    summary.update(config_file=str(args.config), **data_provenance(data))
     save_run(model, summary, out)
     logger.info("saved %s model to %s (best epoch %d)", model_fields["encoder_type"], out, summary["best_epoch"])
     json.dump({"out": str(out), "train_seconds": summary["train_seconds"], **_headline(summary)}, sys.stdout)

@@ -2,13 +2,19 @@
 (:func:`trainers.hub.push.push_model`).
 
     cl3mrec push --model runs/ml1m/final --repo-id ORG/NAME [--private] [--revision BRANCH] [--commit-message MSG]
+    cl3mrec push --model runs/ml1m/final --repo-id ORG/NAME --dry-run   # check the folder, print the card only
 """
 
-from ..hub.push import push_model
+import sys
+
+from ..hub.push import push_model, render_push_card
 
 
 def _run(args) -> int:
     card_kwargs = {"base_model": args.base_model, "datasets": args.dataset or None}
+    if args.dry_run:  # the card to stdout; no request, nothing written to the folder
+        sys.stdout.write(f"{render_push_card(args.model, args.repo_id, card_kwargs)}\n")
+        return 0
     push_model(
         args.model,
         args.repo_id,
@@ -31,5 +37,8 @@ def register(subparsers) -> None:
     parser.add_argument("--base-model", default=None, help="Hub id of the base LLM for the card metadata")
     parser.add_argument(
         "--dataset", action="append", default=[], help="Hub dataset id for the card metadata (repeatable)"
+    )
+    parser.add_argument(
+        "--dry-run", action="store_true", help="check the folder and print the card to stdout; push nothing"
     )
     parser.set_defaults(func=_run)

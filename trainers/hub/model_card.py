@@ -4,7 +4,10 @@ A saved model directory holds ``config.json`` and, written by evaluation / train
 ``eval_results.json`` (a :func:`trainers.inference.metrics.ranking_report` dict, or one such dict per split:
 ``{"valid_small": {...}, "valid": {...}}``), optionally ``training_summary.json`` (free-form scalars, plus the
 ``"stage_recipe"``, ``"hyperparameters"``, ``"base_model"`` / ``"base_model_folder"`` and ``"framework_versions"``
-that :mod:`trainers.training.training_summary` records) and ``plots/captions.json`` (:mod:`trainers.training.stage_plots`). Trainer's
+that :mod:`trainers.training.training_summary` records) and ``plots/captions.json``
+(:mod:`trainers.training.stage_plots`).
+A CF encoder saved by ``cl3mrec cf train`` has ``metrics.json`` instead (one ranking report per split, the seed, the
+train arguments and ``data_source``), which gives its card metrics, data set and hyper-parameters. Trainer's
 automatic card carries no AUC, so this module renders its own card and :func:`write_model_card` puts it at
 ``model_dir/README.md``. The card names no local absolute path: local folders appear by their name only.
 """
@@ -26,8 +29,10 @@ from ..training.stage_plots import CAPTIONS_FILE, PLOTS_DIR
 logger = logging.getLogger(__name__)
 
 TEMPLATE_PATH = Path(__file__).with_name("model_card_template.md")
-DEFAULT_DATASET_NAME = "MovieLens-1M (CoLLM time split)"
-DEFAULT_DATASET_TYPE = "ml-1m"
+ML1M_DATASET_NAME = "MovieLens-1M (CoLLM time split)"
+ML1M_DATASET_TYPE = "ml-1m"
+DATASET_NOT_RECORDED = "not recorded"  # a model whose training did not record its data set: the card does not guess
+CF_METRICS_FILE = "metrics.json"  # a `cl3mrec cf train` run's summary (trainers.cf_training.save_run)
 RAW_DATASET_NAMES = {"movielens-1m": "MovieLens-1M (last 20 months)", "amazon-book-2018": "Amazon-Book 2018"}
 TASK_TYPE = "recommendation"
 TASK_NAME = "Recommendation (binary like prediction)"
@@ -100,7 +105,7 @@ def dataset_name_from_source(source: str) -> str:
         if "book" in lowered:
             return "Amazon-Book (CoLLM time split)"
         if "ml-1m" in lowered or "ml1m" in lowered:
-            return DEFAULT_DATASET_NAME
+            return ML1M_DATASET_NAME
         return f"CoLLM split files ({Path(details).name})"  # the folder's name: no local path
     if importer == "synthetic":
         return f"synthetic ({details})"
@@ -229,6 +234,23 @@ def _normalise_recipe(stage_recipe: Any) -> list[dict]:
     return recipe
 
 
+def cf_run_summary(metrics: dict, encoder_type: Optional[str]) -> dict:
+    """A CF run's ``metrics.json`` in ``training_summary.json``'s terms: ``dataset_name`` (from ``data_source``),
+    one ``hyperparameters`` column (seed + train arguments, when recorded), and the run's best epoch, epochs run and
+    seconds; its local paths (``data``, ``config_file``) stay out."""
+    summary = {
+        "best_epoch": metrics.get("best_epoch"),
+        "epochs_run": len(metrics["history"]) if "history" in metrics else None,
+        "train_seconds": metrics.get("train_seconds"),
+    }
+    if metrics.get("data_source"):
+        summary["dataset_name"] = dataset_name_from_source(metrics["data_source"])
+    if "train_args" in metrics:
+        settings = {"seed": metrics.get("seed"), **metrics["train_args"]}
+        summary["hyperparameters"] = [{"stage": encoder_type or "cf", **settings}]
+    return summary
+
+
 def _model_facts(config: dict) -> dict:
     """Template facts read from ``config.json`` for either model type."""
     model_type = config.get("model_type")
@@ -285,11 +307,11 @@ def render_model_card(
         stage_recipe: stage names (``"lora -> cie"`` or ``["lora", "cie"]``) or ``[{"stage": ..., **settings}]``
             (default: ``training_summary.json``'s ``"stage_recipe"``).
         eval_results: a ``ranking_report`` dict or ``{split: ranking_report}`` (default:
-            ``model_dir/eval_results.json``).
+            ``model_dir/eval_results.json``, else a CF model's per-split reports in ``metrics.json``).
         repo_id: the Hub repo the card is for (names the model and the loading snippet; default: the folder's
             name, a path relative to the folder that holds it).
-        dataset_name: human-readable evaluation dataset name (default: ``training_summary.json``'s
-            ``"dataset_name"``, else MovieLens-1M, CoLLM time split).
+        dataset_name: human-readable evaluation dataset name (default: ``training_summary.json``'s (a CF model:
+            ``metrics.json``'s) recorded data set, else the first of ``datasets``, else ``"not recorded"``).
         license: license of the weights (the base LLM's license applies too).
         default_split: split name given to a flat ``ranking_report``.
 
@@ -302,27 +324,32 @@ def render_model_card(
     if config is None:
         raise FileNotFoundError(f"{model_dir} has no config.json: not a saved cl3mrec model directory")
     facts = _model_facts(config)
-    training_summary = _read_json(model_dir / "training_summary.json") or {}
+    if facts["is_llm"]:
+        training_summary, run_reports = _read_json(model_dir / "training_summary.json") or {}, {}
+    else:
+        cf_metrics = _read_json(model_dir / CF_METRICS_FILE) or {}
+        training_summary = cf_run_summary(cf_metrics, facts["cf_encoder_type"])
+        run_reports = {key: value for key, value in cf_metrics.items() if isinstance(value, dict) and "auc" in value}
     if eval_results is None:
-        eval_results = _read_json(model_dir / "eval_results.json")
-        if eval_results is None:
-            logger.warning("%s has no eval_results.json: the card will carry no metrics", model_dir)
-            eval_results = {}
+        eval_results = _read_json(model_dir / "eval_results.json") or run_reports
+        if not eval_results:
+            logger.warning("%s has no eval_results.json (nor CF metrics.json reports): the card carries no metrics",
+                           model_dir)
     if stage_recipe is None:
         stage_recipe = training_summary.get("stage_recipe")
+    if isinstance(datasets, str):
+        datasets = [datasets]
     if dataset_name is None:
-        dataset_name = training_summary.get("dataset_name") or DEFAULT_DATASET_NAME
+        dataset_name = training_summary.get("dataset_name") or (datasets[0] if datasets else DATASET_NOT_RECORDED)
     local_base_model = None
     if base_model is None:
         base_model = training_summary.get("base_model") or (config.get("text_config") or {}).get("_name_or_path")
         local_base_model = training_summary.get("base_model_folder")
-    if isinstance(datasets, str):
-        datasets = [datasets]
 
     if datasets:
         dataset_type = datasets[0]
-    elif dataset_name == DEFAULT_DATASET_NAME:
-        dataset_type = DEFAULT_DATASET_TYPE
+    elif dataset_name == ML1M_DATASET_NAME:
+        dataset_type = ML1M_DATASET_TYPE
     else:
         dataset_type = re.sub(r"[^a-z0-9]+", "-", dataset_name.lower()).strip("-")
 

@@ -9,7 +9,7 @@ import logging
 from pathlib import Path
 from typing import Optional
 
-from huggingface_hub import CommitInfo, HfApi
+from huggingface_hub import CommitInfo, HfApi, ModelCard
 from huggingface_hub.errors import HfHubHTTPError, HTTPError
 from huggingface_hub.utils import validate_repo_id
 
@@ -88,6 +88,22 @@ def validate_model_dir(model_dir: Path) -> dict:
     return config
 
 
+def render_push_card(model_dir, repo_id: str, card_kwargs: Optional[dict] = None) -> ModelCard:
+    """Check ``repo_id`` and ``model_dir`` (:func:`validate_model_dir`) and render the card :func:`push_model` would
+    upload, without a request and without writing anything (``cl3mrec push --dry-run`` prints it).
+
+    Raises:
+        ValueError: ``repo_id`` is not a Hub repo id, or the folder's JSON files are bad (the message names them).
+        FileNotFoundError: the folder or a required file is missing.
+    """
+    try:
+        validate_repo_id(repo_id)
+    except ValueError as error:  # huggingface_hub's message does not say which argument
+        raise ValueError(f"repo_id {repo_id!r}: not a Hub repo id ({error}); use ORG/NAME") from None
+    validate_model_dir(Path(model_dir))
+    return render_model_card(model_dir, repo_id=repo_id, **(card_kwargs or {}))
+
+
 def push_model(
     model_dir,
     repo_id: str,
@@ -119,12 +135,7 @@ def push_model(
         ConnectionError: the Hub cannot be reached (one line naming the endpoint; nothing is committed).
     """
     model_dir = Path(model_dir)
-    try:
-        validate_repo_id(repo_id)
-    except ValueError as error:  # huggingface_hub's message does not say which argument
-        raise ValueError(f"repo_id {repo_id!r}: not a Hub repo id ({error}); use ORG/NAME") from None
-    validate_model_dir(model_dir)
-    card = render_model_card(model_dir, repo_id=repo_id, **(card_kwargs or {}))
+    card = render_push_card(model_dir, repo_id, card_kwargs)
 
     api = HfApi(token=token)
     try:

@@ -55,7 +55,7 @@ def prepare_pipeline_inputs(spec: dict, out_dir: Path, seed: int) -> dict:
     """Synthetic data → pretrained CF encoder → tiny LLM (main process only); returns the CF report."""
     from data_scripts.synthetic import generate_synthetic
 
-    from ..cf_training import DEFAULT_MAX_HISTORY, load_cf_data, save_run, train_cf_model
+    from ..cf_training import DEFAULT_MAX_HISTORY, data_provenance, load_cf_data, save_run, train_cf_model
     from ..tiny_llm import build_tiny_llm, texts_from_dataset
 
     data_dir, cf_dir, llm_dir = out_dir / "data", out_dir / "cf", out_dir / "llm"
@@ -64,7 +64,7 @@ def prepare_pipeline_inputs(spec: dict, out_dir: Path, seed: int) -> dict:
     model_fields = dict(cf_spec.get("model", DEFAULT_CF_MODEL))
     splits, num_users, num_items = load_cf_data(str(data_dir), model_fields.get("max_history", DEFAULT_MAX_HISTORY))
     cf_model, summary = train_cf_model(model_fields, cf_spec.get("train", {}), splits, num_users, num_items, seed)
-    save_run(cf_model, summary, cf_dir)
+    save_run(cf_model, {**summary, **data_provenance(str(data_dir))}, cf_dir)  # the card names the data set
     build_tiny_llm(llm_dir, arch=spec.get("llm", {}).get("arch", "llama"), texts=texts_from_dataset(data_dir), seed=seed)
     return {"valid_small_auc": summary["valid_small"]["auc"], "valid_small_uauc": summary["valid_small"]["uauc"]}
 
