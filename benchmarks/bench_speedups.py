@@ -18,13 +18,16 @@ Rows are the first rows of the trainer's context-grouped order (`ContextGroupedS
 train split, so a batch holds as many shared contexts as training batches do; every path sees the same rows.
 Scoring (stage-`cie` model): `--score-batches` of `CL3MRecScorer`'s batches of valid_small, taken at the midpoints of
 equal stretches of its length-sorted order (the first batches hold the longest prompts and would understate both
-paths); plain = fp32, full-vocabulary logits, whole prompts; ours = `CL3MRecScorer` (bf16 autocast, answer rows only,
-shared prefixes, SDPA).
+paths); plain = the PEFT model, fp32, full-vocabulary logits, whole prompts; ours = `CL3MRecScorer` on the model as
+exported (frozen LoRA merged; bf16 autocast, answer rows only, shared prefixes, SDPA); ours, `compile=True` = the
+same scorer with its decoder layers compiled (whole prompts; its first pass over the rows, which compiles, is
+reported but not counted).
 The projected wall-clock of one epoch (33,891 train rows) or of valid_small (5,200 rows) is rows ÷ rows/s.
 Run from the repository root: `python benchmarks/bench_speedups.py --allow-pickle [--batches 6 --threads 2]`
 (`--quick`: a smoke run whose numbers mean nothing).
 """
 
+import copy
 import sys
 import time
 from pathlib import Path
@@ -121,7 +124,8 @@ def stage_speeds(args, stage: str) -> tuple[dict[str, float], int, int]:
 
 
 def scoring_speeds(args) -> tuple[dict[str, float], int]:
-    """`(rows/s of each path, rows)`: plain fp32 full-logit whole prompts vs `CL3MRecScorer`, same valid_small rows."""
+    """`(rows/s of each path, rows, compile seconds)`: plain fp32 full-logit whole prompts vs `CL3MRecScorer`, eager
+    (shared prefixes) and compiled (whole prompts), same valid_small rows."""
     import torch
 
     from modeling_cl3mrec import CL3MRecProcessor
@@ -136,7 +140,11 @@ def scoring_speeds(args) -> tuple[dict[str, float], int]:
     batches = length_grouped_batches(tokenized["length"], args.score_batch_size, context_groups(tokenized))
     chosen = [index for batch in spread(batches, args.score_batches) for index in batch]
     subset = rows.select(chosen)
-    scorer = CL3MRecScorer(model, processor, batch_size=args.score_batch_size, show_progress=False)
+    exported = copy.deepcopy(model).merge_and_unload().eval()  # what an export holds and `load_scorer` scores
+    scorers = {
+        name: CL3MRecScorer(exported, processor, batch_size=args.score_batch_size, show_progress=False, compile=flag)
+        for name, flag in (("ours", False), ("compiled", True))
+    }
     features = tokenized.select(chosen).to_list()
     collator, dev = CL3MRecCollator(processor), common.device()
     yes = model.get_base_model().config.yes_token_id
@@ -147,14 +155,19 @@ def scoring_speeds(args) -> tuple[dict[str, float], int]:
             batch = collator(features[start : start + args.score_batch_size])
             plain_logit(model, {name: tensor.to(dev) for name, tensor in batch.items()}, yes)
 
-    seconds = {"plain": 0.0, "ours": 0.0}
-    scorer.score(subset.select(range(min(8, len(subset)))))  # warm-up
+    scorers["ours"].score(subset.select(range(min(8, len(subset)))))  # warm-up
+    # A whole pass: dynamo specialises on the first shapes it sees and builds the dynamic graph on the next ones.
+    compile_seconds, _ = common.timed(lambda: scorers["compiled"].score(subset))
+    names = ("plain", "ours", "compiled")
+    seconds = dict.fromkeys(names, 0.0)
     for round_index in range(args.score_rounds):
-        for name in (("plain", "ours") if round_index % 2 == 0 else ("ours", "plain")):
+        for offset in range(len(names)):
+            name = names[(round_index + offset) % len(names)]
             start = time.perf_counter()
-            plain() if name == "plain" else scorer.score(subset)
+            plain() if name == "plain" else scorers[name].score(subset)
             seconds[name] += time.perf_counter() - start
-    return {name: args.score_rounds * len(chosen) / value for name, value in seconds.items()}, len(chosen)
+    speeds = {name: args.score_rounds * len(chosen) / value for name, value in seconds.items()}
+    return speeds, len(chosen), compile_seconds
 
 
 def main(argv=None) -> int:
@@ -192,8 +205,14 @@ def main(argv=None) -> int:
             table.append([f"train `{stage}`", path, speeds[path], f"{ratio:.2f}x", f"{hours:.2f} h / epoch"])
             print(table[-1], flush=True)
     if "scoring" in args.stages:
-        speeds, scored = scoring_speeds(args)
-        for name, label in (("plain", "plain (fp32, full logits, whole prompts)"), ("ours", "ours (CL3MRecScorer)")):
+        speeds, scored, compile_seconds = scoring_speeds(args)
+        labels = {
+            "plain": "plain (fp32, full logits, whole prompts)",
+            "ours": "ours (CL3MRecScorer)",
+            "compiled": f"ours, `compile=True` (whole prompts; first pass with compiling {compile_seconds:.0f} s, "
+            "not counted)",
+        }
+        for name, label in labels.items():
             minutes = VALID_SMALL_ROWS / speeds[name] / 60
             table.append(["score (`cie` model)", label, speeds[name], f"{speeds[name] / speeds['plain']:.2f}x",
                           f"{minutes:.1f} min / valid_small"])
@@ -201,7 +220,8 @@ def main(argv=None) -> int:
     body = [
         f"Training: {args.batches} timed batches of {args.batch_size} rows per stage after one warm-up batch, the "
         f"three paths interleaved batch by batch (rows of `{args.data}` in the trainer's context-grouped order). "
-        f"Scoring: {args.score_rounds} alternating rounds over {args.score_batches} grouped batches of "
+        f"Scoring: {args.score_rounds} rounds (the three paths in rotating order) over {args.score_batches} grouped "
+        f"batches of "
         f"`{args.valid_data}` spread over its length-sorted order. {session.threads} threads, device "
         f"{common.device()}, LLM `{args.llm}`, bf16 autocast.",
         "",

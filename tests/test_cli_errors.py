@@ -382,6 +382,8 @@ WORKSPACE_CASES = {
     "evaluate, split file is a folder": (lambda r, w: evaluate_argv(w, r), "is a directory"),
     "evaluate, missing split of a dataset": (lambda r, w: evaluate_argv(w, f"{w / 'data'}::nope"), "no split 'nope'"),
     "evaluate, --model without config.json": (lambda r, w: evaluate_argv(w, None, r), "no config.json"),
+    "evaluate, --compile on a CF model": (
+        lambda r, w: evaluate_argv(w, None, None, "--compile"), "compile applies to LLM models"),
     "evaluate, --model a training output folder": (
         lambda r, w: evaluate_argv(w, None, stage_folder(r, w / "cf")), "no config.json; its exported model is"),
     "evaluate, --model without weights": (

@@ -117,6 +117,26 @@ def test_scorer_keeps_row_order(make_cl3mrec, tiny_rows, encoder_type):
     np.testing.assert_allclose(bf16, scores, atol=0.05)
 
 
+def test_compiled_scorer_gives_the_eager_scores_and_puts_the_layers_back(make_cl3mrec, tiny_rows):
+    model, tokenizer = make_cl3mrec("llama", "mf")
+    processor = CL3MRecProcessor.from_model_config(tokenizer, model.config, max_history=5)
+    eager = CL3MRecScorer(model, processor, batch_size=5, use_bf16=False, show_progress=False).score(tiny_rows)
+    compiled = CL3MRecScorer(model, processor, batch_size=5, use_bf16=False, show_progress=False, compile=True)
+    assert not compiled.share_prefix
+    np.testing.assert_allclose(compiled.score(tiny_rows), eager, atol=1e-4)
+    assert all(type(layer).__name__ == "LlamaDecoderLayer" for layer in model.get_decoder().layers)
+    with pytest.raises(ValueError, match="compile scores whole prompts"):
+        CL3MRecScorer(model, processor, share_prefix=True, compile=True)
+
+
+def test_compile_without_a_cpp_compiler_is_refused_in_one_line(make_cl3mrec, monkeypatch):
+    model, tokenizer = make_cl3mrec("llama", None)
+    processor = CL3MRecProcessor.from_model_config(tokenizer, model.config, max_history=5)
+    monkeypatch.setattr("shutil.which", lambda name: None)
+    with pytest.raises(ValueError, match="found no C\\+\\+ compiler"):
+        CL3MRecScorer(model, processor, compile=True)
+
+
 def test_scorer_loads_exports_without_a_saved_processor(make_cl3mrec, tiny_rows, tmp_path):
     """Models exported before processors were saved (weights + tokenizer only) get one from their config."""
     model, tokenizer = make_cl3mrec("llama", "mf")

@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 import torch
 
+from trainers.llm_loading import unwrap_peft
 from trainers.training.prompt_dataset import CL3MRecCollator
 from trainers.training.smoke_pipeline import prepare_pipeline_inputs
-from trainers.training.stage_run import run_stage
+from trainers.training.stage_run import compiled_evaluation, run_stage
 from trainers.training.stage_setup import build_stage
 from trainers.training.training_args import parse_config
 
@@ -140,6 +141,19 @@ def test_evaluation_reports_ranking_metrics_in_row_order(workspace, tmp_path):
         with torch.no_grad():
             score = model(**batch).logits.item()
         assert score == pytest.approx(float(predictions[index]), abs=1e-4)
+
+
+def test_compiled_evaluation_scores_as_the_eager_one_and_puts_everything_back(workspace, tmp_path):
+    trainer = build_stage(*stage_args(workspace, tmp_path / "eval", do_train=False, bf16=False)).trainer
+    eager = trainer.predict(trainer.eval_dataset).predictions
+    collator, layers = trainer.data_collator.collator, unwrap_peft(trainer.model).get_decoder().layers
+    originals, prefix_parts = list(layers), collator.prefix_parts
+    assert prefix_parts is not None  # share_prefix: on by default
+    with compiled_evaluation(trainer, True):
+        assert collator.prefix_parts is None and all(type(layer).__name__ == "OptimizedModule" for layer in layers)
+        compiled = trainer.predict(trainer.eval_dataset).predictions
+    np.testing.assert_allclose(compiled, eager, atol=1e-4)
+    assert collator.prefix_parts == prefix_parts and all(a is b for a, b in zip(layers, originals, strict=True))
 
 
 def test_resume_from_checkpoint_matches_uninterrupted_run(workspace, tmp_path):

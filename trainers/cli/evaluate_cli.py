@@ -41,7 +41,7 @@ def evaluate_command(args: argparse.Namespace) -> int:
     if num_users is not None:  # ids (history included) must fit the model's tables: no silent scoring of others
         check_dataset_id_space(str(args.split_file), args.model, num_users, num_items)
         validate_frame(dataset.to_pandas(), str(args.split_file), num_users, num_items)
-    scorer = load_scorer(args.model, batch_size=args.batch_size)
+    scorer = load_scorer(args.model, batch_size=args.batch_size, compile=args.compile)
     start = time.perf_counter()
     scores = scorer.score(dataset)
     seconds = time.perf_counter() - start
@@ -67,6 +67,11 @@ def register(subparsers) -> None:
     parser.add_argument("--allow-pickle", action="store_true", help="allow reading .pkl files (trusted files only)")
     parser.add_argument(
         "--batch-size", type=positive_int, default=None, help="scoring batch size (scorer default if unset)"
+    )
+    parser.add_argument(
+        "--compile", action="store_true",
+        help="LLM models: run the decoder through torch.compile (whole prompts; 1.3-1.7x faster on 2 CPU cores; "
+        "needs a C++ compiler)",
     )
     parser.add_argument("--output", help="also write the JSON report here (atomically)")
     parser.set_defaults(func=evaluate_command)

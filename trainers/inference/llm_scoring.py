@@ -15,7 +15,7 @@ from modeling_cl3mrec import CL3MRecModel, CL3MRecProcessor
 from ..llm_loading import unwrap_peft
 from ..model_dirs import load_complete
 from ..training.prompt_dataset import CL3MRecCollator, context_groups, length_grouped_batches, tokenize_dataset
-from ..training.stages import frozen_decoder_weights_in
+from ..training.stages import compiled_decoder_layers, frozen_decoder_weights_in, require_cpp_compiler
 from .ranking import grouped_kv_attention
 
 logger = logging.getLogger(__name__)
@@ -49,6 +49,11 @@ class CL3MRecScorer:
         show_progress: tqdm progress bar.
         share_prefix: batch the rows of one user context (same user and history) together and run their shared
             prompt prefix once (`CL3MRecModel.forward` with `prefix_input_ids`); same scores. False: whole prompts.
+            Default: True, False with `compile`.
+        compile: run the decoder layers through `torch.compile` (`trainers.training.stages.compiled_decoder_layers`;
+            whole prompts, so not with `share_prefix`). On 2 CPU cores 1.3-1.7x faster than the eager scorer
+            (README, Performance); scores agree with the eager ones to bf16 rounding (not bit for bit). Needs a C++
+            compiler on CPUs.
     """
 
     def __init__(
@@ -58,14 +63,21 @@ class CL3MRecScorer:
         batch_size: int = 16,
         use_bf16: bool = True,
         show_progress: bool = True,
-        share_prefix: bool = True,
+        share_prefix: bool | None = None,
+        compile: bool = False,
     ):
+        if compile and share_prefix:
+            raise ValueError("CL3MRecScorer: compile scores whole prompts; it cannot share prefixes (share_prefix)")
+        share_prefix = not compile if share_prefix is None else share_prefix
         self.model = model.eval()
         self.processor = processor
         self.batch_size = batch_size
         self.use_bf16 = use_bf16
         self.show_progress = show_progress
         self.share_prefix = share_prefix
+        self.compile = compile
+        if compile:
+            require_cpp_compiler(next(model.parameters()).device)
         base_model = unwrap_peft(model)
         self._decoder_config = base_model.get_decoder().config
         self.collator = CL3MRecCollator(processor, base_model.shared_prefix_parts if share_prefix else None)
@@ -92,7 +104,8 @@ class CL3MRecScorer:
         start = time.perf_counter()
         attention = grouped_kv_attention(self._decoder_config, device) if self.share_prefix else nullcontext()
         weights = frozen_decoder_weights_in(self.model, torch.bfloat16 if use_bf16 else None)
-        with autocast, attention, weights:
+        compiled = compiled_decoder_layers(self.model) if self.compile else nullcontext()
+        with autocast, attention, weights, compiled:
             for indices in tqdm(batches, desc="Scoring", disable=not self.show_progress):
                 batch = self.collator([rows[i] for i in indices])
                 batch.pop("labels", None)

@@ -38,10 +38,11 @@ class CFScorer:
         return predict(self.model, data, self.batch_size).astype(np.float64)
 
 
-def load_scorer(model_dir, batch_size: Optional[int] = None) -> Scorer:
+def load_scorer(model_dir, batch_size: Optional[int] = None, compile: bool = False) -> Scorer:
     """Pick the scorer from ``model_dir/config.json``'s ``model_type``.
 
-    ``cl3mrec_cf`` → :class:`CFScorer`; ``cl3mrec`` → ``trainers.inference.llm_scoring.CL3MRecScorer`` (imported lazily).
+    ``cl3mrec_cf`` → :class:`CFScorer`; ``cl3mrec`` → ``trainers.inference.llm_scoring.CL3MRecScorer`` (imported
+    lazily), with ``compile`` its ``torch.compile`` option (a CF model has no decoder to compile: refused).
     """
     config_path = Path(model_dir) / "config.json"
     model_type = read_model_config(model_dir, "--model").get("model_type")
@@ -50,10 +51,12 @@ def load_scorer(model_dir, batch_size: Optional[int] = None) -> Scorer:
     check_weights(model_dir, "--model")
     kwargs = {} if batch_size is None else {"batch_size": batch_size}
     if model_type == "cl3mrec_cf":
+        if compile:
+            raise ValueError(f"{model_dir}: compile applies to LLM models; a CF model has no decoder to compile")
         return CFScorer.from_pretrained(model_dir, **kwargs)
     from trainers.inference.llm_scoring import CL3MRecScorer
 
-    return CL3MRecScorer.from_pretrained(model_dir, **kwargs)
+    return CL3MRecScorer.from_pretrained(model_dir, compile=compile, **kwargs)
 
 
 def model_id_space(model_dir) -> tuple[int | None, int | None]:

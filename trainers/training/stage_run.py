@@ -21,7 +21,7 @@ from ..run_state import checkpoint_is_complete, clear_stage_complete, mark_stage
 from .stage_model import unquantized_copy
 from .stage_plots import PLOTS_DIR, write_stage_plots
 from .stage_setup import build_stage
-from .stages import fast_frozen_weights
+from .stages import compiled_decoder_layers, fast_frozen_weights, require_cpp_compiler
 from .training_summary import training_summary
 
 logger = logging.getLogger(__name__)
@@ -64,6 +64,22 @@ def eval_results(split: str, report: dict, metrics: dict) -> dict:
     return {split: {**report, **extra}}
 
 
+@contextlib.contextmanager
+def compiled_evaluation(trainer, enabled: bool):
+    """With ``enabled``, evaluate on whole prompts (the collator shares no prefix) through compiled decoder layers
+    (:func:`~trainers.training.stages.compiled_decoder_layers`); both undone on exit. Without: nothing changes."""
+    if not enabled:
+        yield
+        return
+    collator = trainer.data_collator.collator  # CL3MRecCollator inside the trainer's RowMetadataCollator
+    prefix_parts, collator.prefix_parts = collator.prefix_parts, None
+    try:
+        with compiled_decoder_layers(trainer.model):
+            yield
+    finally:
+        collator.prefix_parts = prefix_parts
+
+
 def run_stage(model_args, data_args, args) -> dict:
     """Run one stage; return the flat eval metrics (``eval_auc``, ``eval_uauc``, …). ``<output_dir>/eval_results.json``
     holds them as :func:`eval_results`; scores of the eval split go to ``<output_dir>/eval_scores.npy`` (rows
@@ -73,6 +89,8 @@ def run_stage(model_args, data_args, args) -> dict:
     require_empty_or_own(args.output_dir, STAGE_OUTPUT_FILES, "output_dir")
     if args.export_dir:  # replaced whole by the export
         require_empty_or_own(args.export_dir, EXPORT_FILES, "export_dir")
+    if args.compile_eval:
+        require_cpp_compiler(args.device)  # before training, not after it
     if PartialState().is_main_process:
         clear_stage_complete(args.output_dir)  # unfinished until the very end
     setup = build_stage(model_args, data_args, args)
@@ -89,7 +107,7 @@ def run_stage(model_args, data_args, args) -> dict:
         trainer.save_state()
 
     # Scored as exported: frozen LoRA merged (the export merges it too).
-    with fast_frozen_weights(trainer.model, autocast_dtype):
+    with fast_frozen_weights(trainer.model, autocast_dtype), compiled_evaluation(trainer, args.compile_eval):
         prediction = trainer.predict(trainer.eval_dataset, metric_key_prefix="eval")
     metrics = {**prediction.metrics, **trainer.flush_metrics("eval")}
     metrics.update({f"eval_{key}": value for key, value in trainer.alignment_report().items()})

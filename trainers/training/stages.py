@@ -17,6 +17,8 @@ frozen linear weights are held in bf16 (:func:`frozen_decoder_weights_in`).
 
 import contextlib
 import logging
+import os
+import shutil
 from collections import Counter
 
 import torch
@@ -222,6 +224,37 @@ def fast_frozen_weights(model: nn.Module, dtype: torch.dtype | None):
     which frozen weights cost least and compute the same function."""
     with merged_frozen_lora(model), frozen_decoder_weights_in(model, dtype):
         yield
+
+
+def require_cpp_compiler(device: torch.device) -> None:
+    """``torch.compile`` builds C++ kernels on a CPU: refuse early, in one line, when no compiler is found."""
+    if device.type != "cpu":
+        return
+    if not any(shutil.which(name) for name in (os.environ.get("CXX"), "g++", "clang++") if name):
+        raise ValueError(
+            "compile: torch.compile builds C++ kernels on a CPU and found no C++ compiler (g++, clang++ or $CXX); "
+            "install one (apt install g++) or score without compile"
+        )
+
+
+@contextlib.contextmanager
+def compiled_decoder_layers(model: nn.Module):
+    """Run every decoder layer of ``model`` (a `CL3MRecModel` or a PEFT wrapper of one) through ``torch.compile``
+    for the block; the original layers are put back on exit.
+
+    The layers share one code path, so with dynamic shapes one compiled graph serves all of them, whatever the
+    batch and prompt lengths (a few seconds to build, once per process). Whole prompts only: with a KV cache every
+    layer reads its own cache entry, and dynamo then builds a graph per layer until its recompile limit.
+    """
+    layers = unwrap_peft(model).get_decoder().layers
+    originals = list(layers)
+    for index, layer in enumerate(originals):
+        layers[index] = torch.compile(layer, dynamic=True)
+    try:
+        yield
+    finally:
+        for index, layer in enumerate(originals):
+            layers[index] = layer
 
 
 def _plain_float_weight(layer: nn.Module) -> bool:
