@@ -26,6 +26,12 @@ PICKLE_WARNING = (
 )
 
 
+def collm_source(pickle_dir: str | Path) -> str:
+    """The ``source`` recorded for data imported from CoLLM pickles in ``pickle_dir`` (``stats.json``, a CF
+    model's ``metrics.json``): ``"collm:<pickle_dir>"``."""
+    return f"collm:{pickle_dir}"
+
+
 def read_collm_pickle(path: str | Path, allow_pickle: bool = False) -> pd.DataFrame:
     """Unpickle one CoLLM split file (a pandas DataFrame); refuses unless ``allow_pickle``."""
     path = Path(path)
@@ -122,7 +128,7 @@ def import_collm(
         frames["valid_small"] = sample_valid_small(frames["valid"].reset_index(drop=True))
         sources["valid_small"] = f"{valid} [valid_small, sampled]"
     check_one_title_per_item(frames, sources)
-    stats = save_dataset_dict(frames, out_dir, source=f"collm:{Path(train).parent}", sources=sources)
+    stats = save_dataset_dict(frames, out_dir, source=collm_source(Path(train).parent), sources=sources)
     _log_not_cold_agreement(frames)  # after the checks: a refused import logs only its error
     return stats
 

@@ -94,8 +94,9 @@ def load_split_file(
         path: ``file.pkl`` (CoLLM format, needs ``allow_pickle``), ``file.parquet`` (our columns), or
             ``data_dir::split``.
         allow_pickle: permit unpickling (runs code from the file: trusted files only).
-        num_users / num_items: id-space sizes to check ids against; for ``DIR::split`` they default
-            to the directory's ``stats.json``.
+        num_users / num_items: id-space sizes (a model's tables) to check ids against; for ``DIR::split`` they
+            default to the directory's ``stats.json``, and sizes given must be its own: ids of a smaller data set
+            fit a larger model's tables but name other users and items there.
 
     Returns:
         A ``datasets.Dataset`` with the ``FEATURES`` columns.
@@ -110,9 +111,13 @@ def load_split_file(
         if split not in dataset_dict:
             raise ValueError(f"{data_dir}: no split '{split}'; found {list(dataset_dict)}")
         dataset = dataset_dict[split]
-        validate_frame(
-            dataset.to_pandas(), text, num_users or stats["num_users"], num_items or stats["num_items"]
-        )
+        for key, size in (("num_users", num_users), ("num_items", num_items)):
+            if size is not None and size != stats[key]:
+                raise ValueError(
+                    f"{text}: its data set has {key} = {stats[key]} (stats.json), but the model's tables have {size}: "
+                    "a split of other data; evaluate the model on its own data set"
+                )
+        validate_frame(dataset.to_pandas(), text, stats["num_users"], stats["num_items"])
         return dataset.select_columns(list(COLUMNS))
     path = Path(text)
     if path.is_dir():

@@ -81,8 +81,11 @@ class CL3MRecScoringPipeline(Pipeline):
         if not records:
             raise ValueError("nothing to score: no records / candidates given")
         rank = candidates is not None
-        self._check_records(records, rank)
-        outputs = super().__call__({"records": records}, chunk_size=batch_size, rank=rank, top_k=top_k)
+        # Each record is checked while encoded; in ranking the fields left to check are the user record's.
+        features = self.processor.encode_rows(records, ["the user record"] * len(records) if rank else None)
+        self._check_id_ranges(records, rank)
+        encoded = {"records": records, "features": features}
+        outputs = super().__call__(encoded, chunk_size=batch_size, rank=rank, top_k=top_k)
         return outputs[0] if single else outputs
 
     def _candidate_records(self, user_record: Mapping, candidates) -> list[dict]:
@@ -97,16 +100,15 @@ class CL3MRecScoringPipeline(Pipeline):
             user_record, [c["item_id"] for c in candidates], [c["title"] for c in candidates]
         )
 
-    def _check_records(self, records: list, rank: bool) -> None:
-        """Check every record (:meth:`CL3MRecProcessor.check_record`) and, for a model with a CF encoder, that its
-        ids are rows of the model's tables other than padding row 0: an id of another data set, or a 0-based id,
-        would score some other user or item (history ids too, which some encoders do not read)."""
+    def _check_id_ranges(self, records: list, rank: bool) -> None:
+        """For a model with a CF encoder, check that the ids of ``records`` (integers, checked when encoded) are
+        rows of the model's tables other than padding row 0: an id of another data set, or a 0-based id, would
+        score some other user or item (history ids too, which some encoders do not read)."""
         cf_config = self.model.config.cf_config
+        if cf_config is None or not self.processor.with_ids:  # a text prompt reads no ids
+            return
         for index, record in enumerate(records):
             where = "the user record" if rank else f"record {index}"
-            self.processor.check_record(record, where)
-            if cf_config is None or not self.processor.with_ids:  # a text prompt reads no ids
-                continue
             item_where = f"candidate {index}" if rank else where
             checks = [("user_id", record["user_id"], cf_config.num_users, where)]
             checks.append(("item_id", record["item_id"], cf_config.num_items, item_where))
@@ -125,12 +127,14 @@ class CL3MRecScoringPipeline(Pipeline):
         return preprocess, {}, postprocess
 
     def preprocess(self, inputs: dict, chunk_size: int = 32) -> dict:
-        """``{"records", "batches"}``: the records and their model inputs, ``chunk_size`` rows per padded batch."""
-        records = inputs["records"]
-        starts = range(0, len(records), chunk_size)
+        """``{"records", "batches"}``: the records and their model inputs (``inputs["features"]``, encoded by the
+        processor), ``chunk_size`` rows per padded batch."""
+        features = inputs["features"]
+        starts = range(0, len(features), chunk_size)
         # Left padding whatever the saved processor says: the model reads the score at position -1.
-        batches = [dict(self.processor(records[start : start + chunk_size], padding_side="left")) for start in starts]
-        return {"records": records, "batches": batches}
+        pad = self.processor.pad
+        batches = [dict(pad(features[start : start + chunk_size], padding_side="left")) for start in starts]
+        return {"records": inputs["records"], "batches": batches}
 
     def _forward(self, model_inputs: dict) -> dict:
         """Scores ``[N]`` (float32) of every record, one forward pass per batch."""

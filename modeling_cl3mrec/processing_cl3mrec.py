@@ -269,13 +269,13 @@ class CL3MRecProcessor(ProcessorMixin):
                     f"{len(titles)}; they must list the same items in the same order"
                 )
 
-    def encode(self, records: Sequence[Mapping]) -> dict[str, list]:
+    def encode(self, records: Sequence[Mapping], names: Sequence[str] | None = None) -> dict[str, list]:
         """Unpadded features of ``records`` (each checked by :meth:`check_record`): ``input_ids`` (one list per
         record, with the tokenizer's special tokens) and, where every record carries them, ``user_id``,
         ``item_id`` and ``history_item_ids`` (the ``max_history`` most recent). ID templates require the three id
-        fields."""
+        fields. ``names``: what the error messages call each record (default ``"record <index>"``)."""
         for index, record in enumerate(records):
-            self.check_record(record, f"record {index}")
+            self.check_record(record, f"record {index}" if names is None else names[index])
         prompts = [self.render(record) for record in records]
         features = {"input_ids": self.tokenizer(prompts, add_special_tokens=True)["input_ids"]}
         for key in ("user_id", "item_id"):
@@ -287,9 +287,9 @@ class CL3MRecProcessor(ProcessorMixin):
             ]
         return features
 
-    def encode_rows(self, records: Sequence[Mapping]) -> list[dict]:
+    def encode_rows(self, records: Sequence[Mapping], names: Sequence[str] | None = None) -> list[dict]:
         """:meth:`encode`, as one feature dict per record (the input of :meth:`pad`)."""
-        encoded = self.encode(records)
+        encoded = self.encode(records, names)
         return [dict(zip(encoded, values)) for values in zip(*encoded.values())]
 
     def pad(self, features: Sequence[Mapping], padding_side: str | None = None) -> BatchFeature:

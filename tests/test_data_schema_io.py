@@ -81,7 +81,8 @@ def test_ids_beyond_the_id_space(tmp_path, saved):
     with pytest.raises(ValueError, match=r"column 'item_id' has id 9 at row 2 outside the valid range 1..3"):
         load_split_file(path, num_items=4)
     data_dir, _ = saved
-    with pytest.raises(ValueError, match=r"'user_id' has id 4 .*id space 4"):
+    with pytest.raises(ValueError, match=r"::valid: its data set has num_users = \d+ \(stats.json\), but the model's "
+                                         r"tables have 4: a split of other data"):
         load_split_file(f"{data_dir}::valid", num_users=4)
 
 

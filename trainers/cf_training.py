@@ -161,13 +161,14 @@ def load_cf_data(data_path: str, max_history: int, allow_pickle: bool = False) -
 def data_provenance(data_path: str) -> dict:
     """What a CF run's ``metrics.json`` records about its data (the model card names the data set from it):
     ``{"data": path, "data_source": importer source}``, the source being ``stats.json``'s ``source`` (left out
-    when an old ``stats.json`` has none) or, for a CoLLM pickle directory, ``"collm:<path>"`` as its importer
-    writes it."""
+    when an old ``stats.json`` has none) or, for a CoLLM pickle directory, what its importer records
+    (:func:`~data_scripts.collm_import.collm_source`)."""
+    from data_scripts.collm_import import collm_source
     from data_scripts.io import read_stats
 
     path = Path(data_path)
     if not (path / "stats.json").is_file():
-        return {"data": str(data_path), "data_source": f"collm:{path}"}
+        return {"data": str(data_path), "data_source": collm_source(path)}
     source = read_stats(path).get("source")
     return {"data": str(data_path), **({"data_source": source} if source else {})}
 

@@ -14,33 +14,14 @@ from trainers.inference.scoring import load_scorer, model_id_space
 logger = logging.getLogger(__name__)
 
 
-def check_dataset_id_space(split_file: str, model, num_users: int, num_items: int) -> None:
-    """For a ``DIR::split`` of a saved dataset, refuse a model whose user / item tables are not the dataset's id
-    space (``stats.json``): ids of a smaller data set fit the tables but name other users and items there."""
-    from data_scripts.io import SPLIT_SEPARATOR, read_stats
-
-    if SPLIT_SEPARATOR not in split_file:
-        return
-    stats = read_stats(split_file.rsplit(SPLIT_SEPARATOR, 1)[0])
-    for key, size in (("num_users", num_users), ("num_items", num_items)):
-        if stats[key] != size:
-            raise ValueError(
-                f"--split-file={split_file}: its data set has {key} = {stats[key]} (stats.json), but --model={model} "
-                f"was trained with {size}: a split of other data; evaluate the model on its own data set"
-            )
-
-
 def evaluate_command(args: argparse.Namespace) -> int:
     from data_scripts.io import load_split_file
-    from data_scripts.schema import validate_frame
 
     if args.output:
         require_writable_file(args.output, "--output")  # before scoring, which may take long
-    dataset = load_split_file(args.split_file, allow_pickle=args.allow_pickle)
+    # Ids (history included) must be rows of the model's tables (if it has any): no silent scoring of others.
     num_users, num_items = model_id_space(args.model)
-    if num_users is not None:  # ids (history included) must fit the model's tables: no silent scoring of others
-        check_dataset_id_space(str(args.split_file), args.model, num_users, num_items)
-        validate_frame(dataset.to_pandas(), str(args.split_file), num_users, num_items)
+    dataset = load_split_file(args.split_file, args.allow_pickle, num_users=num_users, num_items=num_items)
     scorer = load_scorer(args.model, batch_size=args.batch_size, compile=args.compile)
     start = time.perf_counter()
     scores = scorer.score(dataset)
