@@ -5,6 +5,7 @@ BIN := $(VENV)/bin
 DATA ?= ../shared/data/ml-1m
 OUT ?= runs/ml1m
 RUN_ARGS ?=
+LORA_ARGS ?=
 
 LLM ?= runs/llm/smollm2-135m
 
@@ -23,7 +24,7 @@ test: install
 	$(BIN)/python -m pytest -q tests
 
 run: install
-	DATA=$(DATA) OUT=$(OUT) PATH=$(abspath $(BIN)):$$PATH bash scripts/run_ml1m.sh $(RUN_ARGS)
+	DATA=$(DATA) OUT=$(OUT) LORA_ARGS="$(LORA_ARGS)" PATH=$(abspath $(BIN)):$$PATH bash scripts/run_ml1m.sh $(RUN_ARGS)
 
 smoke: install
 	$(BIN)/cl3mrec pipeline --config configs/smoke.yaml

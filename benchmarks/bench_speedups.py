@@ -1,6 +1,6 @@
 """Our training and scoring paths against the plain PEFT + transformers loop, interleaved in one process.
 
-For each stage the same batches of real ML-1M rows go through three paths, one step each in turn (the order rotates
+For each stage the same batches of real ML-1M rows go through each path, one step each in turn (the order rotates
 every batch), so a busy machine slows all of them alike and the ratios stay meaningful:
 
 * **plain**: the loop a user writes with PEFT + transformers (as CoLLM / TALLRec do): the stage model of
@@ -13,6 +13,10 @@ every batch), so a busy machine slows all of them alike and the ratios stay mean
   logits only.
 * **ours, shared prefixes** (the trainer's default, `share_prefix: true`): the same model, batches collated as shared
   prompt prefixes + suffixes (`CL3MRecProcessor.pad_shared_prefix`): each user context's prefix runs once.
+* **ours, compiled (whole prompts)** (stage `lora` only; `compile_train: true`): the same model and batches as
+  whole prompts, its decoder layers run through `torch.compile` (`compiled_decoder_layers`, forward and backward;
+  the two warm-up steps that compile are not counted). Stage `cie` runs its frozen prefix through a KV cache, which
+  the compiled layers cannot take.
 
 Rows are the first rows of the trainer's context-grouped order (`ContextGroupedSampler`, seed 0) over the whole
 train split, so a batch holds as many shared contexts as training batches do; every path sees the same rows.
@@ -27,6 +31,7 @@ Run from the repository root: `python benchmarks/bench_speedups.py --allow-pickl
 (`--quick`: a smoke run whose numbers mean nothing).
 """
 
+import contextlib
 import copy
 import sys
 import time
@@ -41,6 +46,7 @@ from trainers.cpu_allocator import restart_with_jemalloc  # noqa: E402
 
 TRAIN_ROWS, VALID_SMALL_ROWS = 33_891, 5_200
 PATHS = ("plain", "ours, whole prompts", "ours, shared prefixes")
+COMPILED = "ours, compiled (whole prompts)"  # stage lora only: stage cie's frozen prefix runs through a KV cache
 
 
 def grouped_rows(path: str, count: int, allow_pickle: bool):
@@ -76,7 +82,7 @@ def stage_speeds(args, stage: str) -> tuple[dict[str, float], int, int]:
 
     from modeling_cl3mrec import CL3MRecProcessor
     from trainers.training.prompt_dataset import CL3MRecCollator, tokenize_dataset
-    from trainers.training.stages import fast_frozen_weights
+    from trainers.training.stages import compiled_decoder_layers, fast_frozen_weights
 
     cie = stage == "cie"
     plain_model, tokenizer, with_ids = build_stage(args, Setting(stage, False, "fp32", 0.05, "sdpa", False))
@@ -95,11 +101,14 @@ def stage_speeds(args, stage: str) -> tuple[dict[str, float], int, int]:
         for model in (plain_model, ours_model)
     }
 
+    paths = PATHS if cie else PATHS + (COMPILED,)
+
     def step(path, chunk):
         model = plain_model if path == "plain" else ours_model
         batch = (shared if path == PATHS[2] else whole)(chunk)
         batch = {name: tensor.to(dev) for name, tensor in batch.items()}
-        with torch.autocast(dev.type, dtype=torch.bfloat16):
+        compiled = compiled_decoder_layers(ours_model) if path == COMPILED else contextlib.nullcontext()
+        with torch.autocast(dev.type, dtype=torch.bfloat16), compiled:
             if path == "plain":
                 loss = bce(plain_logit(model, batch, config.yes_token_id), batch["labels"].float())
             else:
@@ -108,19 +117,21 @@ def stage_speeds(args, stage: str) -> tuple[dict[str, float], int, int]:
         optimizers[model].step()
         optimizers[model].zero_grad(set_to_none=True)
 
-    seconds = dict.fromkeys(PATHS, 0.0)
+    seconds = dict.fromkeys(paths, 0.0)
     with fast_frozen_weights(ours_model, torch.bfloat16):  # merges nothing in stage lora: its LoRA trains
-        for path in PATHS:  # warm-up
+        for path in paths:  # warm-up
             step(path, chunks[0])
+        if not cie:  # dynamo specialises on the first shapes and builds the dynamic graph on the next ones
+            step(COMPILED, chunks[1])
         for index, chunk in enumerate(chunks[1:]):
-            for offset in range(len(PATHS)):
-                path = PATHS[(index + offset) % len(PATHS)]
+            for offset in range(len(paths)):
+                path = paths[(index + offset) % len(paths)]
                 elapsed, _ = common.timed(lambda: step(path, chunk))
                 seconds[path] += elapsed
     samples = sum(len(chunk) for chunk in chunks[1:])
     groups = sum(len({processor.context_key(feature) for feature in chunk}) for chunk in chunks[1:])
     print(f"{stage}: {samples} rows in {groups} shared prefixes", flush=True)
-    return {path: samples / seconds[path] for path in PATHS}, samples, groups
+    return {path: samples / seconds[path] for path in paths}, samples, groups
 
 
 def scoring_speeds(args) -> tuple[dict[str, float], int]:
@@ -199,7 +210,7 @@ def main(argv=None) -> int:
     table = []
     for stage in [s for s in args.stages if s != "scoring"]:
         speeds, samples, groups = stage_speeds(args, stage)
-        for path in PATHS:
+        for path in speeds:
             ratio = speeds[path] / speeds["plain"]
             hours = TRAIN_ROWS / speeds[path] / 3600
             table.append([f"train `{stage}`", path, speeds[path], f"{ratio:.2f}x", f"{hours:.2f} h / epoch"])
@@ -219,7 +230,7 @@ def main(argv=None) -> int:
             print(table[-1], flush=True)
     body = [
         f"Training: {args.batches} timed batches of {args.batch_size} rows per stage after one warm-up batch, the "
-        f"three paths interleaved batch by batch (rows of `{args.data}` in the trainer's context-grouped order). "
+        f"paths interleaved batch by batch (rows of `{args.data}` in the trainer's context-grouped order). "
         f"Scoring: {args.score_rounds} rounds (the three paths in rotating order) over {args.score_batches} grouped "
         f"batches of "
         f"`{args.valid_data}` spread over its length-sorted order. {session.threads} threads, device "

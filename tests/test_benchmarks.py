@@ -45,6 +45,8 @@ def test_benchmark_quick_mode_runs(bench_env, tiny_llama_dir, script, results_fi
     assert re.fullmatch(last_line, completed.stdout.strip().splitlines()[-1])
     text = next(results.glob(f"{results_file}*.md")).read_text()
     assert "- machine:" in text and "memory allocator:" in text and "| --- |" in text
+    if script == "bench_speedups.py":  # every path measured, compiled training and scoring included
+        assert "| train `lora` | ours, compiled (whole prompts) |" in text and "`compile=True`" in text
 
 
 def test_scoring_batches_are_spread_over_the_length_sorted_order():

@@ -175,11 +175,11 @@ def test_runner_reruns_a_stage_without_its_completion_mark(tmp_path):
     fake.write_text(f'#!/usr/bin/env bash\necho "$@" >> {log}\n')
     fake.chmod(0o755)
     env = {**os.environ, "DATA": str(tmp_path / "no_data"), "OUT": str(out), "LLM": str(llm), "CL3MREC": str(fake),
-           "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+           "LORA_ARGS": "compile_train=true", "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     completed = subprocess.run(["bash", "scripts/run_ml1m.sh"], cwd=REPO, env=env, capture_output=True, text=True)
     for name in set(RUNNER_STAGES) - {"tallrec_lora"}:
         assert f"== {name}: done already" in completed.stdout, completed.stderr
     assert completed.returncode == 0 and "cl3mrec_cie_fused_lightgcn   0.5000" in completed.stdout  # the table
     calls = log.read_text().splitlines()
     assert len(calls) == 1 and "configs/ml1m/tallrec_lora.yaml" in calls[0]
-    assert "resume_from_checkpoint=true" in calls[0]
+    assert "resume_from_checkpoint=true" in calls[0] and calls[0].endswith(" compile_train=true")  # LORA_ARGS

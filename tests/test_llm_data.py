@@ -124,7 +124,7 @@ def test_compiled_scorer_gives_the_eager_scores_and_puts_the_layers_back(make_cl
     compiled = CL3MRecScorer(model, processor, batch_size=5, use_bf16=False, show_progress=False, compile=True)
     assert not compiled.share_prefix
     np.testing.assert_allclose(compiled.score(tiny_rows), eager, atol=1e-4)
-    assert all(type(layer).__name__ == "LlamaDecoderLayer" for layer in model.get_decoder().layers)
+    assert all(layer._compiled_call_impl is None for layer in model.get_decoder().layers)  # eager again
     with pytest.raises(ValueError, match="compile scores whole prompts"):
         CL3MRecScorer(model, processor, share_prefix=True, compile=True)
 

@@ -10,9 +10,9 @@ import torch
 from trainers.llm_loading import unwrap_peft
 from trainers.training.prompt_dataset import CL3MRecCollator
 from trainers.training.smoke_pipeline import prepare_pipeline_inputs
-from trainers.training.stage_run import compiled_evaluation, run_stage
+from trainers.training.stage_run import compiled_decoder, run_stage
 from trainers.training.stage_setup import build_stage
-from trainers.training.training_args import parse_config
+from trainers.training.training_args import CL3MRecTrainingArguments, parse_config
 
 SPEC = {
     "data": {"num_users": 40, "num_items": 60, "interactions_per_user": 20},
@@ -143,17 +143,47 @@ def test_evaluation_reports_ranking_metrics_in_row_order(workspace, tmp_path):
         assert score == pytest.approx(float(predictions[index]), abs=1e-4)
 
 
-def test_compiled_evaluation_scores_as_the_eager_one_and_puts_everything_back(workspace, tmp_path):
+def test_compiled_decoder_scores_as_the_eager_one_and_puts_everything_back(workspace, tmp_path):
     trainer = build_stage(*stage_args(workspace, tmp_path / "eval", do_train=False, bf16=False)).trainer
     eager = trainer.predict(trainer.eval_dataset).predictions
     collator, layers = trainer.data_collator.collator, unwrap_peft(trainer.model).get_decoder().layers
-    originals, prefix_parts = list(layers), collator.prefix_parts
+    prefix_parts, names = collator.prefix_parts, list(trainer.model.state_dict())
     assert prefix_parts is not None  # share_prefix: on by default
-    with compiled_evaluation(trainer, True):
-        assert collator.prefix_parts is None and all(type(layer).__name__ == "OptimizedModule" for layer in layers)
+    with compiled_decoder(trainer, True):
+        assert collator.prefix_parts is None and all(layer._compiled_call_impl is not None for layer in layers)
+        assert list(trainer.model.state_dict()) == names  # a checkpoint saved meanwhile is the eager model's
         compiled = trainer.predict(trainer.eval_dataset).predictions
     np.testing.assert_allclose(compiled, eager, atol=1e-4)
-    assert collator.prefix_parts == prefix_parts and all(a is b for a, b in zip(layers, originals, strict=True))
+    assert collator.prefix_parts == prefix_parts and all(layer._compiled_call_impl is None for layer in layers)
+
+
+def test_compile_train_trains_as_the_eager_loop_and_saves_the_eager_names(workspace, tmp_path):
+    """Stage lora with compiled decoder layers (forward and backward, whole prompts): the same losses and LoRA
+    weights as the eager loop, and its checkpoint holds the eager model's tensor names."""
+    from safetensors.torch import load_file
+
+    common = {"stage": "lora", "template": "tallrec_ml1m", "contrastive_weight": 0.0, "max_steps": 2,
+              "bf16": False, "lora_dropout": 0.0, "save_strategy": "steps", "save_steps": 2}
+    eager = build_stage(*stage_args(workspace, tmp_path / "eager", **common)).trainer
+    eager.train()
+    run_stage(*stage_args(workspace, tmp_path / "compiled", compile_train=True, **common))
+    losses = [[entry["loss"] for entry in log if "loss" in entry] for log in (
+        eager.state.log_history, json.loads((tmp_path / "compiled" / "trainer_state.json").read_text())["log_history"])]
+    assert len(losses[0]) == 2 and losses[1] == pytest.approx(losses[0], rel=1e-4)
+    saved = [load_file(tmp_path / run / "checkpoint-2" / "adapter_model.safetensors") for run in ("eager", "compiled")]
+    assert list(saved[1]) == list(saved[0]) and all("_orig_mod" not in name for name in saved[1])
+    for name, tensor in saved[0].items():
+        torch.testing.assert_close(saved[1][name], tensor, rtol=1e-3, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "values, message",
+    [({"stage": "cie"}, "compile_train is for stages lora and joint"),
+     ({"stage": "lora", "gradient_checkpointing": True}, "compile_train and gradient_checkpointing cannot be")],
+)
+def test_compile_train_refusals(tmp_path, values, message):
+    with pytest.raises(ValueError, match=message):
+        CL3MRecTrainingArguments(output_dir=str(tmp_path), use_cpu=True, compile_train=True, **values)
 
 
 def test_resume_from_checkpoint_matches_uninterrupted_run(workspace, tmp_path):

@@ -65,19 +65,15 @@ def eval_results(split: str, report: dict, metrics: dict) -> dict:
 
 
 @contextlib.contextmanager
-def compiled_evaluation(trainer, enabled: bool):
-    """With ``enabled``, evaluate on whole prompts (the collator shares no prefix) through compiled decoder layers
-    (:func:`~trainers.training.stages.compiled_decoder_layers`); both undone on exit. Without: nothing changes."""
+def compiled_decoder(trainer, enabled: bool):
+    """With ``enabled``, train / evaluate on whole prompts (the collator shares no prefix; the row order stays the
+    sampler's) through compiled decoder layers (:func:`~trainers.training.stages.compiled_decoder_layers`); both
+    undone on exit. Without: nothing changes."""
     if not enabled:
         yield
         return
-    collator = trainer.data_collator.collator  # CL3MRecCollator inside the trainer's RowMetadataCollator
-    prefix_parts, collator.prefix_parts = collator.prefix_parts, None
-    try:
-        with compiled_decoder_layers(trainer.model):
-            yield
-    finally:
-        collator.prefix_parts = prefix_parts
+    with trainer.whole_prompts(), compiled_decoder_layers(trainer.model):
+        yield
 
 
 def run_stage(model_args, data_args, args) -> dict:
@@ -89,7 +85,7 @@ def run_stage(model_args, data_args, args) -> dict:
     require_empty_or_own(args.output_dir, STAGE_OUTPUT_FILES, "output_dir")
     if args.export_dir:  # replaced whole by the export
         require_empty_or_own(args.export_dir, EXPORT_FILES, "export_dir")
-    if args.compile_eval:
+    if args.compile_train or args.compile_eval:
         require_cpp_compiler(args.device)  # before training, not after it
     if PartialState().is_main_process:
         clear_stage_complete(args.output_dir)  # unfinished until the very end
@@ -100,14 +96,15 @@ def run_stage(model_args, data_args, args) -> dict:
     if args.do_train:
         resume = resume_checkpoint(args.resume_from_checkpoint, args.output_dir, trainer.is_world_process_zero())
         attention = training_attention(trainer.model, model_args.train_attn_implementation, args.device.type)
-        with attention, fast_frozen_weights(trainer.model, autocast_dtype):
+        compiled = compiled_decoder(trainer, args.compile_train)
+        with attention, fast_frozen_weights(trainer.model, autocast_dtype), compiled:
             train_result = trainer.train(resume_from_checkpoint=resume)
         trainer.save_model()
         trainer.save_metrics("train", train_result.metrics)
         trainer.save_state()
 
     # Scored as exported: frozen LoRA merged (the export merges it too).
-    with fast_frozen_weights(trainer.model, autocast_dtype), compiled_evaluation(trainer, args.compile_eval):
+    with fast_frozen_weights(trainer.model, autocast_dtype), compiled_decoder(trainer, args.compile_eval):
         prediction = trainer.predict(trainer.eval_dataset, metric_key_prefix="eval")
     metrics = {**prediction.metrics, **trainer.flush_metrics("eval")}
     metrics.update({f"eval_{key}": value for key, value in trainer.alignment_report().items()})

@@ -240,21 +240,22 @@ def require_cpp_compiler(device: torch.device) -> None:
 @contextlib.contextmanager
 def compiled_decoder_layers(model: nn.Module):
     """Run every decoder layer of ``model`` (a `CL3MRecModel` or a PEFT wrapper of one) through ``torch.compile``
-    for the block; the original layers are put back on exit.
+    for the block, forward and backward; the layers run eagerly again on exit.
 
-    The layers share one code path, so with dynamic shapes one compiled graph serves all of them, whatever the
-    batch and prompt lengths (a few seconds to build, once per process). Whole prompts only: with a KV cache every
-    layer reads its own cache entry, and dynamo then builds a graph per layer until its recompile limit.
+    Compiled in place (``nn.Module.compile``): the modules and their parameter names stay as they are, so a
+    checkpoint saved inside the block is the eager model's. The layers share one code path, so with dynamic shapes
+    one compiled graph serves all of them, whatever the batch and prompt lengths (a few seconds to build, once per
+    process and grad mode). Whole prompts only: with a KV cache every layer reads its own cache entry, and dynamo
+    then builds a graph per layer until its recompile limit.
     """
     layers = unwrap_peft(model).get_decoder().layers
-    originals = list(layers)
-    for index, layer in enumerate(originals):
-        layers[index] = torch.compile(layer, dynamic=True)
+    for layer in layers:
+        layer.compile(dynamic=True)
     try:
         yield
     finally:
-        for index, layer in enumerate(originals):
-            layers[index] = layer
+        for layer in layers:
+            layer._compiled_call_impl = None  # what nn.Module.compile set: calls take the eager path again
 
 
 def _plain_float_weight(layer: nn.Module) -> bool:

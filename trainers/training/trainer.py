@@ -14,6 +14,7 @@ context (same user and history) sit next to each other, in training (groups shuf
 so that each batch runs a shared prompt prefix once (see ``CL3MRecModel.forward``).
 """
 
+import contextlib
 from collections import defaultdict
 from collections.abc import Callable
 
@@ -139,6 +140,17 @@ class CL3MRecTrainer(Trainer):
             raise ValueError("contrastive_weight > 0 needs text_views (the LLM text representation of every entity)")
         self.text_views = text_views
         self._metrics = {"train": defaultdict(list), "eval": defaultdict(list)}
+
+    @contextlib.contextmanager
+    def whole_prompts(self):
+        """Collate whole prompts for the block (no shared prefixes): compiled decoder layers need them, as each
+        layer's KV-cache entry would make dynamo compile a graph per layer."""
+        collator = self.data_collator.collator  # the CL3MRecCollator this trainer wraps
+        prefix_parts, collator.prefix_parts = collator.prefix_parts, None
+        try:
+            yield
+        finally:
+            collator.prefix_parts = prefix_parts
 
     def create_optimizer(self, model=None):
         """Trainer's optimizer, with the residual-fusion weight in a group of its own at ``args.fusion_learning_rate``
