@@ -50,6 +50,13 @@ def parquet_with_two_titles(root):
     return str(path)
 
 
+def text_model(root):
+    """A model folder whose config is read first (a text-only model: no id space), so the split file's error shows."""
+    (root / "model").mkdir()
+    (root / "model" / "config.json").write_text('{"model_type": "cl3mrec"}')
+    return str(root / "model")
+
+
 def cf_yaml(root):
     path = root / "cf.yaml"
     path.write_text("data: nowhere\nmodel: {encoder_type: mf}\ntrain: {learning_rate: 0.1}\n")
@@ -63,23 +70,23 @@ CASES = {
         lambda root: ["train", "--config", stage_yaml(root, "lora_rank: 4\n")], "'lora_rank': did you mean 'lora_r'?"),
     "train, missing config": (lambda root: ["train", "--config", str(root / "nope.yaml")], "nope.yaml"),
     "evaluate, pickle without flag": (
-        lambda root: ["evaluate", "--model", str(root), "--split-file", collm_pickle(root)],
+        lambda root: ["evaluate", "--model", text_model(root), "--split-file", collm_pickle(root)],
         "allow",
     ),
     "evaluate, missing column": (
-        lambda root: ["evaluate", "--model", str(root), "--split-file", parquet_without_title(root)],
+        lambda root: ["evaluate", "--model", text_model(root), "--split-file", parquet_without_title(root)],
         "title",
     ),
     "evaluate, one item with two titles": (
-        lambda root: ["evaluate", "--model", str(root), "--split-file", parquet_with_two_titles(root)],
+        lambda root: ["evaluate", "--model", text_model(root), "--split-file", parquet_with_two_titles(root)],
         "row 1: item 2 is titled 'm2, renamed', but 'm2' at",
     ),
     "evaluate, split spec without a folder": (
-        lambda root: ["evaluate", "--model", str(root), "--split-file", "::valid"],
+        lambda root: ["evaluate", "--model", text_model(root), "--split-file", "::valid"],
         "::valid: expected DATASET_DIR::SPLIT, e.g. runs/ml1m/data::valid",
     ),
     "evaluate, missing split file": (
-        lambda root: ["evaluate", "--model", str(root), "--split-file", str(root / "gone.parquet")],
+        lambda root: ["evaluate", "--model", text_model(root), "--split-file", str(root / "gone.parquet")],
         "gone.parquet",
     ),
 }
