@@ -157,13 +157,17 @@ def test_compiled_decoder_scores_as_the_eager_one_and_puts_everything_back(works
     assert collator.prefix_parts == prefix_parts and all(layer._compiled_call_impl is None for layer in layers)
 
 
-def test_compile_train_trains_as_the_eager_loop_and_saves_the_eager_names(workspace, tmp_path):
-    """Stage lora with compiled decoder layers (forward and backward, whole prompts): the same losses and LoRA
-    weights as the eager loop, and its checkpoint holds the eager model's tensor names."""
+@pytest.mark.parametrize(
+    "stage", [{"stage": "lora", "template": "tallrec_ml1m", "contrastive_weight": 0.0}, {"stage": "joint"}],
+    ids=["lora", "joint"],
+)
+def test_compile_train_trains_as_the_eager_loop_and_saves_the_eager_names(workspace, tmp_path, stage):
+    """Stages lora and joint (LoRA + projector, contrastive term) with compiled decoder layers (forward and backward,
+    whole prompts): the same losses and trained weights as the eager loop, and the checkpoint holds the eager
+    model's tensor names."""
     from safetensors.torch import load_file
 
-    common = {"stage": "lora", "template": "tallrec_ml1m", "contrastive_weight": 0.0, "max_steps": 2,
-              "bf16": False, "lora_dropout": 0.0, "save_strategy": "steps", "save_steps": 2}
+    common = {**stage, "max_steps": 2, "bf16": False, "lora_dropout": 0.0, "save_strategy": "steps", "save_steps": 2}
     eager = build_stage(*stage_args(workspace, tmp_path / "eager", **common)).trainer
     eager.train()
     run_stage(*stage_args(workspace, tmp_path / "compiled", compile_train=True, **common))
