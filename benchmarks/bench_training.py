@@ -199,7 +199,7 @@ def build_stage(args, setting: Setting):
     model = add_lora(model, dropout=setting.dropout, target_modules=args.lora_targets)
     apply_stage(model, setting.stage)
     if setting.checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     return model.train(), tokenizer, with_ids
 
 

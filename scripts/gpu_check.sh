@@ -34,7 +34,7 @@ defaults = spec["defaults"]
 defaults.pop("use_cpu")  # the GPU, as a real run would pick it
 defaults.update(bf16=True, max_steps=8)
 if run == "qlora":
-    defaults.update(quantization="nf4", gradient_checkpointing=True)
+    defaults.update(quantization="nf4", activation_checkpointing=True)
 (out / f"{run}.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
 PY
   echo "== $run"

@@ -63,7 +63,7 @@ def test_nf4_prepares_the_llm_for_kbit_training_before_lora(tiny_llama_dir, monk
 
     monkeypatch.setattr(peft, "prepare_model_for_kbit_training", spy)
     monkeypatch.setattr(llm_loading, "_quantization_config", lambda quantization: None)  # as if CUDA were there
-    args = stage_args(gradient_checkpointing=True, gradient_checkpointing_kwargs={"use_reentrant": False})
+    args = stage_args(activation_checkpointing=True, activation_checkpointing_kwargs={"use_reentrant": False})
     model, _ = build_stage_model(model_args(tiny_llama_dir, use_history_embeddings=False, quantization="nf4"), args,
                                  load_template("tallrec_ml1m"), False)
     language_model = model.get_base_model().language_model

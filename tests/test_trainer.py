@@ -114,8 +114,10 @@ def test_training_batches_share_prefixes(workspace, tmp_path):
     assert trainer.floating_point_ops(batch) == 6 * tokens * parameters  # the prefixes count too
     trainer.train()
     assert trainer.state.global_step == 2
-    checkpointed = stage_args(workspace, tmp_path / "gc", gradient_checkpointing=True)[-1]
-    assert checkpointed.gradient_checkpointing and not checkpointed.share_prefix  # the KV cache is off
+    checkpointed = stage_args(workspace, tmp_path / "gc", activation_checkpointing=True)[-1]
+    assert checkpointed.activation_checkpointing and not checkpointed.share_prefix  # the KV cache is off
+    with pytest.warns(FutureWarning, match="gradient_checkpointing"):  # transformers' deprecated alias still works
+        assert not stage_args(workspace, tmp_path / "gc", gradient_checkpointing=True)[-1].share_prefix
 
 
 def test_contradictory_stage_is_refused_before_building(workspace, tmp_path):
@@ -183,7 +185,7 @@ def test_compile_train_trains_as_the_eager_loop_and_saves_the_eager_names(worksp
 @pytest.mark.parametrize(
     "values, message",
     [({"stage": "cie"}, "compile_train is for stages lora and joint"),
-     ({"stage": "lora", "gradient_checkpointing": True}, "compile_train and gradient_checkpointing cannot be")],
+     ({"stage": "lora", "activation_checkpointing": True}, "compile_train and activation_checkpointing")],
 )
 def test_compile_train_refusals(tmp_path, values, message):
     with pytest.raises(ValueError, match=message):

@@ -146,7 +146,7 @@ def build_stage_model(model_args, args, template: str, with_ids: bool, data_stat
         logger.warning("template %r is text-only: use_history_embeddings is ignored", model_args.template)
     model, tokenizer = stage_cl3mrec(model_args, template, with_ids, model_args.quantization)
     if model_args.quantization != "none":
-        prepare_quantized_llm(model, args.gradient_checkpointing, args.gradient_checkpointing_kwargs)
+        prepare_quantized_llm(model, args.activation_checkpointing, args.activation_checkpointing_kwargs)
     model = add_lora(model, args.lora_r, args.lora_alpha, args.lora_dropout, args.lora_target_modules)
     if model_args.init_from:
         load_stage_adapter(model, model_args.init_from)

@@ -58,7 +58,7 @@ class CL3MRecTrainingArguments(TrainingArguments):
         metadata={
             "help": "Rows with the same user and history share one prompt prefix: training batches keep such rows "
             "together (groups in random order each epoch) and the prefix runs once per batch, its KV cache gathered "
-            "for its rows; evaluation too. Same loss and scores as whole prompts. Off with gradient checkpointing "
+            "for its rows; evaluation too. Same loss and scores as whole prompts. Off with activation checkpointing "
             "(which turns the KV cache off: share_prefix is then turned off); an explicit train_sampling_strategy other than random orders training rows "
             "its own way (batches then share prefixes only by chance)."
         },
@@ -70,7 +70,7 @@ class CL3MRecTrainingArguments(TrainingArguments):
             "(share_prefix then only orders the rows; evaluations inside training are compiled too): ~1.6x the "
             "eager whole-prompt steps of stage lora on 2 CPU cores, after about a minute of compiling. Losses equal "
             "the eager ones to bf16 rounding (not bit for bit). Stages lora and joint; needs a C++ compiler on "
-            "CPUs; not with gradient_checkpointing."
+            "CPUs; not with activation_checkpointing."
         },
     )
     compile_eval: bool = field(
@@ -166,10 +166,14 @@ class CL3MRecTrainingArguments(TrainingArguments):
                 "without a graph through a KV cache, which compiled layers cannot take (whole prompts, compiled, "
                 "measured slower: 4.4 vs 5.0 rows/s); set compile_train: false"
             )
-        if self.compile_train and self.gradient_checkpointing:
-            raise ValueError("compile_train and gradient_checkpointing cannot be combined: set one of them to false")
-        if self.share_prefix and self.gradient_checkpointing:
-            logger.warning("share_prefix turned off: it needs the KV cache, which gradient_checkpointing turns off")
+        # transformers 5 reads activation_checkpointing; gradient_checkpointing is its deprecated alias (mirrored)
+        if self.compile_train and self.activation_checkpointing:
+            raise ValueError(
+                "compile_train and activation_checkpointing (gradient_checkpointing) cannot be combined: set one of "
+                "them to false"
+            )
+        if self.share_prefix and self.activation_checkpointing:
+            logger.warning("share_prefix turned off: it needs the KV cache, which activation_checkpointing turns off")
             self.share_prefix = False
         if self.remove_unused_columns:
             raise ValueError("remove_unused_columns must be False: the CL3M-Rec collator needs the raw columns")
