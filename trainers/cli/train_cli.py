@@ -38,7 +38,7 @@ def pipeline_command(args: argparse.Namespace) -> int:
     The results JSON is the last line of stdout; everything printed on the way (Trainer's metric dumps and
     log dicts) goes to stderr."""
     with contextlib.redirect_stdout(sys.stderr):
-        results = run_pipeline(args.config)
+        results = run_pipeline(args.config, args.out_dir)
     if PartialState().is_main_process:
         print(json.dumps(results))  # the CLI's answer, on stdout
     return 0 if results.get("reload_identical", True) else 1
@@ -59,4 +59,5 @@ def register(subparsers) -> None:
     train.set_defaults(func=train_command)
     pipeline = subparsers.add_parser("pipeline", help="Run the whole recipe end to end (smoke test).")
     pipeline.add_argument("--config", required=True, help="pipeline YAML, e.g. configs/smoke.yaml")
+    pipeline.add_argument("--out-dir", help="where every output goes, in place of the YAML's out_dir")
     pipeline.set_defaults(func=pipeline_command)

@@ -102,9 +102,12 @@ def read_seed_and_tolerance(spec: dict, config_path) -> tuple[int, float]:
     return seed, float(atol)
 
 
-def run_pipeline(config_path: str) -> dict:
+def run_pipeline(config_path: str, out_dir: str | None = None) -> dict:
     """The whole recipe on synthetic data with a tiny LLM: data → CF pretraining → each stage of
     ``stages`` (each continues from the previous one) → export → reload in a fresh process → same scores.
+
+    Args:
+        out_dir: where everything is written, in place of the config's ``out_dir``.
 
     Results are also written to ``<out_dir>/pipeline_results.json``.
     """
@@ -112,9 +115,11 @@ def run_pipeline(config_path: str) -> dict:
     if not isinstance(spec, dict):
         raise ValueError(f"{config_path}: expected a mapping with out_dir and stages")
     refuse_unknown(spec, PIPELINE_KEYS, str(config_path), "key(s)", list_known=True)
+    if out_dir is not None:
+        spec["out_dir"] = out_dir
     missing = [key for key in ("out_dir", "stages") if key not in spec]
     if missing:
-        raise ValueError(f"{config_path}: needs out_dir and stages; missing {missing}")
+        raise ValueError(f"{config_path}: needs out_dir (or --out-dir) and stages; missing {missing}")
     check_sections(spec, config_path)
     out_dir, (seed, reload_atol) = Path(spec["out_dir"]), read_seed_and_tolerance(spec, config_path)
     # Parse every stage first (fail fast); the TrainingArguments also set up the process state (use_cpu
