@@ -229,7 +229,8 @@ def main(argv=None) -> int:
                           f"{minutes:.1f} min / valid_small"])
             print(table[-1], flush=True)
     body = [
-        f"Training: {args.batches} timed batches of {args.batch_size} rows per stage after one warm-up batch, the "
+        f"Training: {args.batches} timed batches of {args.batch_size} rows per stage after the warm-up (two batches "
+        f"for the compiled path, one for the others), the "
         f"paths interleaved batch by batch (rows of `{args.data}` in the trainer's context-grouped order). "
         f"Scoring: {args.score_rounds} rounds (the three paths in rotating order) over {args.score_batches} grouped "
         f"batches of "

@@ -579,7 +579,9 @@ class CL3MRecModel(CL3MRecPreTrainedModel):
         `[B, S]` (right-padded), and the CF outputs (per row)."""
         decoder = self.get_decoder()
         if getattr(decoder, "gradient_checkpointing", False) and self.training:
-            raise ValueError("shared prompt prefixes need the KV cache, which gradient checkpointing turns off")
+            raise ValueError(
+                "shared prompt prefixes need the KV cache, which activation (gradient) checkpointing turns off"
+            )
         rows = torch.arange(prefix_index.shape[0], device=prefix_index.device)
         groups = prefix_input_ids.shape[0]
         first = torch.full((groups,), rows.numel(), device=rows.device).scatter_reduce(0, prefix_index, rows, "amin")

@@ -274,6 +274,8 @@ class CL3MRecProcessor(ProcessorMixin):
         record, with the tokenizer's special tokens) and, where every record carries them, ``user_id``,
         ``item_id`` and ``history_item_ids`` (the ``max_history`` most recent). ID templates require the three id
         fields. ``names``: what the error messages call each record (default ``"record <index>"``)."""
+        if names is not None and len(names) != len(records):
+            raise ValueError(f"{len(names)} names for {len(records)} records")
         for index, record in enumerate(records):
             self.check_record(record, f"record {index}" if names is None else names[index])
         prompts = [self.render(record) for record in records]

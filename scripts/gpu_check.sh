@@ -6,7 +6,7 @@
 # Runs configs/smoke.yaml's recipe (synthetic data, MF, tiny random Llama, stage lora -> stage cie) twice on the
 # GPU, with no use_cpu (the stage arguments pick CUDA themselves):
 #   bf16   - fp32 weights + bf16 autocast;
-#   qlora  - quantization=nf4 (prepare_model_for_kbit_training, gradient checkpointing), bf16 autocast.
+#   qlora  - quantization=nf4 (prepare_model_for_kbit_training, activation checkpointing), bf16 autocast.
 # Each run exports the merged model and reloads it on the CPU in a fresh process through
 # pipeline("cl3mrec-scoring", trust_remote_code=True); the reloaded scores are compared with the scores the trainer
 # computed on the GPU. bf16: max |difference| <= 0.05 (bf16 autocast vs fp32). qlora: the export merges the adapter

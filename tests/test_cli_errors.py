@@ -406,7 +406,8 @@ WORKSPACE_CASES = {
     "evaluate, --output is a folder": (lambda r, w: evaluate_argv(w, None, None, "--output", str(r)), "is a folder"),
     # pipeline
     "pipeline, config without stages": (
-        lambda r, w: ["pipeline", "--config", cf_yaml_for(r, "out_dir: x\n")], "needs out_dir (or --out-dir) and stages"),
+        lambda r, w: ["pipeline", "--config", cf_yaml_for(r, "out_dir: x\n")],
+        "needs out_dir (or --out-dir) and stages"),
 }
 
 

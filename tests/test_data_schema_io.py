@@ -84,6 +84,9 @@ def test_ids_beyond_the_id_space(tmp_path, saved):
     with pytest.raises(ValueError, match=r"::valid: its data set has num_users = \d+ \(stats.json\), but the model's "
                                          r"tables have 4: a split of other data"):
         load_split_file(f"{data_dir}::valid", num_users=4)
+    with pytest.raises(ValueError, match=r"::valid: its data set has num_items = \d+ \(stats.json\), but the model's "
+                                         r"tables have 99: a split of other data"):
+        load_split_file(f"{data_dir}::valid", num_items=99)
 
 
 def test_bad_paths(tmp_path, saved):

@@ -6,12 +6,14 @@ import json
 import numpy as np
 import pytest
 import torch
+from torch._dynamo.utils import counters
 
 from trainers.llm_loading import unwrap_peft
 from trainers.training.prompt_dataset import CL3MRecCollator
 from trainers.training.smoke_pipeline import prepare_pipeline_inputs
 from trainers.training.stage_run import compiled_decoder, run_stage
 from trainers.training.stage_setup import build_stage
+from trainers.training.stages import compiled_decoder_layers
 from trainers.training.training_args import CL3MRecTrainingArguments, parse_config
 
 SPEC = {
@@ -154,6 +156,10 @@ def test_compiled_decoder_scores_as_the_eager_one_and_puts_everything_back(works
     with compiled_decoder(trainer, True):
         assert collator.prefix_parts is None and all(layer._compiled_call_impl is not None for layer in layers)
         assert list(trainer.model.state_dict()) == names  # a checkpoint saved meanwhile is the eager model's
+        outer = [layer._compiled_call_impl for layer in layers]
+        with compiled_decoder_layers(trainer.model):  # a nested block leaves the enclosing one compiled
+            pass
+        assert [layer._compiled_call_impl for layer in layers] == outer
         compiled = trainer.predict(trainer.eval_dataset).predictions
     np.testing.assert_allclose(compiled, eager, atol=1e-4)
     assert collator.prefix_parts == prefix_parts and all(layer._compiled_call_impl is None for layer in layers)
@@ -172,7 +178,10 @@ def test_compile_train_trains_as_the_eager_loop_and_saves_the_eager_names(worksp
     common = {**stage, "max_steps": 2, "bf16": False, "lora_dropout": 0.0, "save_strategy": "steps", "save_steps": 2}
     eager = build_stage(*stage_args(workspace, tmp_path / "eager", **common)).trainer
     eager.train()
+    torch._dynamo.reset()  # no graph of an earlier test to reuse: training must capture its own
+    counters.clear()
     run_stage(*stage_args(workspace, tmp_path / "compiled", compile_train=True, **common))
+    assert counters["stats"]["unique_graphs"] >= 1  # the layers did run compiled (the final evaluation is eager)
     losses = [[entry["loss"] for entry in log if "loss" in entry] for log in (
         eager.state.log_history, json.loads((tmp_path / "compiled" / "trainer_state.json").read_text())["log_history"])]
     assert len(losses[0]) == 2 and losses[1] == pytest.approx(losses[0], rel=1e-4)

@@ -59,5 +59,7 @@ def register(subparsers) -> None:
     train.set_defaults(func=train_command)
     pipeline = subparsers.add_parser("pipeline", help="Run the whole recipe end to end (smoke test).")
     pipeline.add_argument("--config", required=True, help="pipeline YAML, e.g. configs/smoke.yaml")
-    pipeline.add_argument("--out-dir", help="where every output goes, in place of the YAML's out_dir")
+    pipeline.add_argument(
+        "--out-dir", help="the YAML's out_dir replaced (stages' own export_dir / logging_dir stay as set)"
+    )
     pipeline.set_defaults(func=pipeline_command)

@@ -233,14 +233,14 @@ def require_cpp_compiler(device: torch.device) -> None:
     if not any(shutil.which(name) for name in (os.environ.get("CXX"), "g++", "clang++") if name):
         raise ValueError(
             "compile: torch.compile builds C++ kernels on a CPU and found no C++ compiler (g++, clang++ or $CXX); "
-            "install one (apt install g++) or score without compile"
+            "install one (apt install g++) or turn compiling off (compile_train / compile_eval: false, no --compile)"
         )
 
 
 @contextlib.contextmanager
 def compiled_decoder_layers(model: nn.Module):
     """Run every decoder layer of ``model`` (a `CL3MRecModel` or a PEFT wrapper of one) through ``torch.compile``
-    for the block, forward and backward; the layers run eagerly again on exit.
+    for the block, forward and backward; on exit the layers run as before it (eagerly, unless compiled already).
 
     Compiled in place (``nn.Module.compile``): the modules and their parameter names stay as they are, so a
     checkpoint saved inside the block is the eager model's. The layers share one code path, so with dynamic shapes
@@ -249,13 +249,14 @@ def compiled_decoder_layers(model: nn.Module):
     then builds a graph per layer until its recompile limit.
     """
     layers = unwrap_peft(model).get_decoder().layers
-    for layer in layers:
-        layer.compile(dynamic=True)
+    before = [layer._compiled_call_impl for layer in layers]  # what nn.Module.compile sets; None = eager
     try:
+        for layer in layers:
+            layer.compile(dynamic=True)
         yield
     finally:
-        for layer in layers:
-            layer._compiled_call_impl = None  # what nn.Module.compile set: calls take the eager path again
+        for layer, call in zip(layers, before):
+            layer._compiled_call_impl = call  # as before the block (eager, or an enclosing block's compile)
 
 
 def _plain_float_weight(layer: nn.Module) -> bool:
