@@ -81,9 +81,12 @@ class CL3MRecScoringPipeline(Pipeline):
         if not records:
             raise ValueError("nothing to score: no records / candidates given")
         rank = candidates is not None
-        # Each record is checked while encoded; in ranking the fields left to check are the user record's.
-        features = self.processor.encode_rows(records, ["the user record"] * len(records) if rank else None)
-        self._check_id_ranges(records, rank)
+        # What errors call each record; in ranking the fields left to check are the user record's, but a candidate's
+        # item_id is its own.
+        names = ["the user record"] * len(records) if rank else [f"record {index}" for index in range(len(records))]
+        item_names = [f"candidate {index}" for index in range(len(records))] if rank else names
+        features = self.processor.encode_rows(records, names)  # checks each record
+        self._check_id_ranges(records, names, item_names)
         encoded = {"records": records, "features": features}
         outputs = super().__call__(encoded, chunk_size=batch_size, rank=rank, top_k=top_k)
         return outputs[0] if single else outputs
@@ -100,16 +103,15 @@ class CL3MRecScoringPipeline(Pipeline):
             user_record, [c["item_id"] for c in candidates], [c["title"] for c in candidates]
         )
 
-    def _check_id_ranges(self, records: list, rank: bool) -> None:
+    def _check_id_ranges(self, records: list, names: list[str], item_names: list[str]) -> None:
         """For a model with a CF encoder, check that the ids of ``records`` (integers, checked when encoded) are
         rows of the model's tables other than padding row 0: an id of another data set, or a 0-based id, would
-        score some other user or item (history ids too, which some encoders do not read)."""
+        score some other user or item (history ids too, which some encoders do not read). Errors call record ``i``
+        ``names[i]``, and ``item_names[i]`` for its ``item_id``."""
         cf_config = self.model.config.cf_config
         if cf_config is None or not self.processor.with_ids:  # a text prompt reads no ids
             return
-        for index, record in enumerate(records):
-            where = "the user record" if rank else f"record {index}"
-            item_where = f"candidate {index}" if rank else where
+        for record, where, item_where in zip(records, names, item_names):
             checks = [("user_id", record["user_id"], cf_config.num_users, where)]
             checks.append(("item_id", record["item_id"], cf_config.num_items, item_where))
             for position, item_id in enumerate(record["history_item_ids"]):

