@@ -17,7 +17,7 @@ from transformers import PreTrainedTokenizerFast
 
 from tests.hub_recorder import HubRecorder, front_matter
 from trainers.cli import push_cli
-from trainers.hub.push import push_model, validate_model_dir
+from trainers.hub.push import public_json, push_model, validate_model_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 REPO_ID = "test-org/cl3mrec-tiny"
@@ -147,6 +147,57 @@ def test_push_commits_complete_model_with_card(model_dir, tmp_path):
     assert f"/api/models/{REPO_ID}/preupload/main" in paths
     assert f"/api/models/{REPO_ID}/commit/main" in paths
     assert all(request["headers"].get("authorization") == "Bearer dummy" for request in hub.requests)
+
+
+def test_push_leaves_local_paths_on_the_machine(model_dir, tmp_path):
+    """The LLM folder transformers records in config.json and the run records' paths are not uploaded; the local
+    folder keeps them."""
+    llm = tmp_path / "llm" / "smollm2-135m"
+    llm.mkdir(parents=True)
+    config = json.loads((model_dir / "config.json").read_text())
+    config["text_config"]["_name_or_path"] = str(llm)
+    config["cf_config"]["_name_or_path"] = "HuggingFaceTB/SmolLM2-135M-Instruct"  # a Hub id stays as it is
+    (model_dir / "config.json").write_text(json.dumps(config))
+    summary = {"init_from": str(tmp_path / "runs" / "lora"), "data_source": f"collm:{tmp_path / 'data'}", "seed": 1}
+    (model_dir / "training_summary.json").write_text(json.dumps(summary))
+    before = folder_bytes(model_dir)
+    with HubRecorder() as hub:
+        result = run_push(hub, tmp_path, "--model", str(model_dir), "--repo-id", REPO_ID)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (commit,) = hub.commits
+    files = commit["files"]
+    assert [name for name, content in files.items() if str(tmp_path).encode() in content] == []
+    pushed = json.loads(files["config.json"])
+    assert pushed["text_config"]["_name_or_path"] == "smollm2-135m"
+    assert pushed["cf_config"]["_name_or_path"] == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    assert pushed["auto_map"] == config["auto_map"]
+    assert json.loads(files["training_summary.json"]) == {"seed": 1}
+    assert files["model.safetensors"] == before["model.safetensors"]
+    before["README.md"] = (model_dir / "README.md").read_bytes()  # the card, written next to the model
+    assert folder_bytes(model_dir) == before
+
+
+def test_public_json_drops_a_cf_runs_paths(tmp_path):
+    metrics = {"data": "/home/me/data", "data_source": "collm:/home/me/pkl", "config_file": "/c.yaml", "seed": 3}
+    (tmp_path / "metrics.json").write_text(json.dumps(metrics))
+    assert json.loads(public_json("metrics.json", tmp_path / "metrics.json")) == {"seed": 3}
+    (tmp_path / "eval_results.json").write_text(json.dumps(EVAL))
+    assert public_json("eval_results.json", tmp_path / "eval_results.json") is None  # uploaded as it is
+    (tmp_path / "search.json").write_text(json.dumps({"results": []}))
+    assert public_json("search.json", tmp_path / "search.json") is None  # nothing to remove
+
+
+def test_push_refuses_a_broken_record_before_any_request(model_dir, tmp_path):
+    (model_dir / "metrics.json").write_text('{"data": "/home/me/da')  # cut short
+    before = folder_bytes(model_dir)
+    with HubRecorder() as hub:
+        result = run_push(hub, tmp_path, "--model", str(model_dir), "--repo-id", REPO_ID)
+    assert result.returncode == 2
+    errors = result.stderr.strip().splitlines()
+    assert len(errors) == 1 and "Traceback" not in result.stderr
+    assert f"{model_dir / 'metrics.json'}: not a JSON file" in errors[0]
+    assert hub.requests == []
+    assert folder_bytes(model_dir) == before  # no README.md written
 
 
 def test_push_to_existing_repo_and_branch(model_dir, tmp_path):

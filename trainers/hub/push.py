@@ -1,7 +1,9 @@
 """Check a saved model directory, (re)render its card and upload it to the Hugging Face Hub (``cl3mrec push``,
 :mod:`trainers.cli.push_cli`, is its command line).
 
-The token comes from the usual places (``HF_TOKEN``, ``hf auth login``); ``HF_ENDPOINT`` selects the Hub.
+The token comes from the usual places (``HF_TOKEN``, ``hf auth login``); ``HF_ENDPOINT`` selects the Hub. The
+folder goes up as it is, except that no local path leaves the machine: the JSON records that name one (the LLM
+folder in ``config.json``, ``init_from`` / data paths in the training records) are uploaded without it.
 """
 
 import json
@@ -9,12 +11,13 @@ import logging
 from pathlib import Path
 from typing import Optional
 
-from huggingface_hub import CommitInfo, HfApi, ModelCard
+from huggingface_hub import CommitInfo, CommitOperationAdd, HfApi, ModelCard
 from huggingface_hub.errors import HfHubHTTPError, HTTPError
-from huggingface_hub.utils import validate_repo_id
+from huggingface_hub.utils import filter_repo_objects, validate_repo_id
+from huggingface_hub.utils._paths import DEFAULT_IGNORE_PATTERNS
 
 from ..atomic_io import write_text_atomic
-from .model_card import render_model_card
+from .model_card import public_model_name, render_model_card
 
 logger = logging.getLogger(__name__)
 
@@ -33,7 +36,14 @@ IGNORE_PATTERNS = [
     "rng_state*.pth",
     "training_args.bin",
     ".README.*",
+    *DEFAULT_IGNORE_PATTERNS,  # .git, .cache/huggingface: what upload_folder leaves out
 ]
+# Provenance that names local paths: the folder keeps it for its owner, the upload leaves it out.
+LOCAL_PATH_FIELDS = {
+    "training_summary.json": ("init_from", "data_source"),
+    "metrics.json": ("config_file", "data", "data_source"),  # a CF run's
+    "search.json": ("config_file",),
+}
 
 
 def validate_model_dir(model_dir: Path) -> dict:
@@ -88,6 +98,51 @@ def validate_model_dir(model_dir: Path) -> dict:
     return config
 
 
+def _public_names(value):
+    """``value`` (parsed ``config.json``) with every ``_name_or_path`` (transformers writes the LLM's, in
+    ``text_config``) reduced to its last part unless it is a Hub id (:func:`~.model_card.public_model_name`)."""
+    if isinstance(value, dict):
+        return {
+            key: public_model_name(item) if key == "_name_or_path" and isinstance(item, str) else _public_names(item)
+            for key, item in value.items()
+        }
+    if isinstance(value, list):
+        return [_public_names(item) for item in value]
+    return value
+
+
+def public_json(name: str, path: Path) -> Optional[bytes]:
+    """The bytes to upload for the JSON file ``path`` (uploaded as ``name``) when the local file names local paths
+    (``config.json``'s ``_name_or_path``, the :data:`LOCAL_PATH_FIELDS`), else None (upload the file as it is)."""
+    if name != "config.json" and name not in LOCAL_PATH_FIELDS:
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"{path}: not a JSON file ({error}); fix or remove it before pushing") from None
+    if not isinstance(data, dict):
+        return None  # config.json was checked by validate_model_dir; the others are only records
+    public = _public_names(data) if name == "config.json" else data
+    public = {key: item for key, item in public.items() if key not in LOCAL_PATH_FIELDS.get(name, ())}
+    return None if public == data else (json.dumps(public, indent=2, sort_keys=True) + "\n").encode()
+
+
+def upload_operations(model_dir: Path) -> list[CommitOperationAdd]:
+    """What :func:`push_model` commits besides the card (``README.md``, which it adds once written): every file of
+    ``model_dir`` but the :data:`IGNORE_PATTERNS`, as ``upload_folder`` would, except that its JSON records go up
+    without local paths (:func:`public_json`).
+
+    Raises:
+        ValueError: one of those records is not JSON (the message names it).
+    """
+    files = {path.relative_to(model_dir).as_posix(): path for path in sorted(model_dir.rglob("*")) if path.is_file()}
+    operations = []
+    for name in filter_repo_objects(files, ignore_patterns=[*IGNORE_PATTERNS, "README.md"]):
+        public = public_json(name, files[name])
+        operations.append(CommitOperationAdd(path_in_repo=name, path_or_fileobj=public or files[name]))
+    return operations
+
+
 def render_push_card(model_dir, repo_id: str, card_kwargs: Optional[dict] = None) -> ModelCard:
     """Check ``repo_id`` and ``model_dir`` (:func:`validate_model_dir`) and render the card :func:`push_model` would
     upload, without a request and without writing anything (``cl3mrec push --dry-run`` prints it).
@@ -136,19 +191,20 @@ def push_model(
     """
     model_dir = Path(model_dir)
     card = render_push_card(model_dir, repo_id, card_kwargs)
+    operations = upload_operations(model_dir)  # reads every record before any request
 
     api = HfApi(token=token)
     try:
         repo_url = api.create_repo(repo_id, private=private, exist_ok=True)
         if revision and revision != "main":
             api.create_branch(repo_id, branch=revision, exist_ok=True)
-        logger.info("wrote model card %s", write_text_atomic(model_dir / "README.md", str(card)))
-        commit = api.upload_folder(
+        card_path = write_text_atomic(model_dir / "README.md", str(card))
+        logger.info("wrote model card %s", card_path)
+        commit = api.create_commit(
             repo_id=repo_id,
-            folder_path=model_dir,
+            operations=[*operations, CommitOperationAdd(path_in_repo="README.md", path_or_fileobj=card_path)],
             revision=revision,
             commit_message=commit_message or f"Upload {model_dir.resolve().name} with cl3mrec",
-            ignore_patterns=IGNORE_PATTERNS,
         )
     except HfHubHTTPError:  # the Hub answered (no token, no access, ...): its own message says what
         raise

@@ -51,9 +51,9 @@ class CL3MRecScorer:
             prompt prefix once (`CL3MRecModel.forward` with `prefix_input_ids`); same scores. False: whole prompts.
             Default: True, False with `compile`.
         compile: run the decoder layers through `torch.compile` (`trainers.training.stages.compiled_decoder_layers`;
-            whole prompts, so not with `share_prefix`). On 2 CPU cores 1.3-1.7x faster than the eager scorer
-            (README, Performance); scores agree with the eager ones to bf16 rounding (not bit for bit). Needs a C++
-            compiler on CPUs.
+            whole prompts, so not with `share_prefix`). On 2 Xeon cores with AMX 1.3-1.7x faster than the eager scorer,
+            on an AMD EPYC no faster (README, Performance); scores agree with the eager ones to bf16 rounding (not
+            bit for bit). Needs a C++ compiler on CPUs.
     """
 
     def __init__(

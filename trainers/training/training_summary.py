@@ -2,7 +2,8 @@
 
 The recipe so far (the previous stage's, if it wrote one, + this stage), each stage's hyper-parameters, the base
 LLM (``base_model``: its Hub id, or ``base_model_folder``: only the name of a local folder), the framework versions
-that trained it and the data set's name. Nothing in it names a local absolute path except ``init_from`` and ``data_source``, which the card leaves out.
+that trained it and the data set's name. Nothing in it names a local path except ``init_from`` and ``data_source``,
+which the card and the upload (``cl3mrec push``) leave out.
 """
 
 import enum
