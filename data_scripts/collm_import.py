@@ -14,7 +14,10 @@ import numpy as np
 import pandas as pd
 
 from .builder import sample_valid_small, save_dataset_dict
-from .schema import check_one_title_per_item, is_null, require_input_file, validate_frame
+from .schema import (
+    check_one_title_per_item, check_split_relations, history_ids, history_list,
+    is_null, require_input_file, validate_frame,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +55,8 @@ def read_collm_pickle(path: str | Path, allow_pickle: bool = False) -> pd.DataFr
 
 def _strip_padding(ids, titles, source: str, row) -> tuple[list[int], list[str]]:
     """Drop CoLLM's leading padding entry (id 0) from a history; raise on a real length mismatch."""
-    raw_ids = [int(i) for i in ids]
+    raw_ids = history_ids(ids, source, "his", row)
+    titles = history_list(titles, source, "his_title", row)
     raw_titles = [t if is_null(t) else str(t) for t in titles]  # nulls stay null: validate_frame names them
     ids, titles = raw_ids, raw_titles
     if ids and ids[0] == 0:
@@ -128,6 +132,7 @@ def import_collm(
         frames["valid_small"] = sample_valid_small(frames["valid"].reset_index(drop=True))
         sources["valid_small"] = f"{valid} [valid_small, sampled]"
     check_one_title_per_item(frames, sources)
+    check_split_relations(frames, sources)
     stats = save_dataset_dict(frames, out_dir, source=collm_source(Path(train).parent), sources=sources)
     _log_not_cold_agreement(frames)  # after the checks: a refused import logs only its error
     return stats

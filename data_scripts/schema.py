@@ -88,6 +88,8 @@ def validate_frame(
             "fill in its title or drop the row"
         )
     for row, ids, titles in zip(frame.index, frame["history_item_ids"], frame["history_titles"]):
+        ids = history_ids(ids, source, "history_item_ids", row)
+        titles = history_list(titles, source, "history_titles", row)
         if len(ids) != len(titles):
             raise ValueError(
                 f"{source}: row {row}: history_item_ids has {len(ids)} entries but history_titles {len(titles)}"
@@ -103,6 +105,8 @@ def validate_frame(
     flat = np.concatenate([np.zeros(0, np.int64)] + [np.asarray(ids, dtype=np.int64) for ids in frame["history_item_ids"]])
     if flat.size:
         _check_ids(flat, source, "history_item_ids", num_items, rows=None)
+    for column in ("user_warm", "item_warm", "warm"):
+        _check_flags(frame[column], source, column)
     flags = frame[["user_warm", "item_warm", "warm"]].astype(bool).to_numpy()
     inconsistent = flags[:, 2] != (flags[:, 0] & flags[:, 1])  # the warm / cold metrics read `warm`
     if inconsistent.any():
@@ -119,8 +123,43 @@ def is_null(value) -> bool:
 
 
 def is_binary_label(value) -> bool:
-    """True for the integers (or booleans) 0 and 1; strings such as "1" or "yes" are not labels."""
-    return isinstance(value, (int, np.integer, bool, np.bool_)) and value in (0, 1)
+    """True for 0 and 1 as integers, booleans or floats (0.0 / 1.0); strings such as "1" or "yes" are not labels."""
+    return isinstance(value, (int, np.integer, bool, np.bool_, float, np.floating)) and value in (0, 1)
+
+
+def history_list(value, source: str, column: str, row) -> list:
+    """One row's history (``column``) as a list; raise naming the row and column when it is not a list."""
+    if value is None or isinstance(value, (str, bytes)) or not hasattr(value, "__len__"):
+        raise ValueError(
+            f"{source}: row {row}: column '{column}' must be a list, found {_short(value)}; "
+            "an empty history is an empty list"
+        )
+    return list(value)
+
+
+def history_ids(value, source: str, column: str, row) -> list[int]:
+    """One row's history item ids (``column``) as ints; raise naming the row, column and value when the history is
+    not a list or an entry is not an integer (a float id such as 1652.7 is refused, never truncated)."""
+    values = history_list(value, source, column, row)
+    for item in values:
+        if not isinstance(item, (int, np.integer)) or isinstance(item, (bool, np.bool_)):
+            raise ValueError(f"{source}: row {row}: column '{column}' holds {_short(item)}, not an integer item id")
+    return [int(item) for item in values]
+
+
+def _check_flags(values: pd.Series, source: str, column: str) -> None:
+    """Raise naming ``column``, the row and the value unless every value is a boolean (or the integer 0 / 1)."""
+    if values.dtype == bool:
+        return
+    for row, value in values.items():
+        if not isinstance(value, (bool, np.bool_, int, np.integer)) or value not in (0, 1):
+            raise ValueError(f"{source}: row {row}: column '{column}' must be true/false, found {_short(value)}")
+
+
+def _short(value) -> str:
+    """``repr(value)``, cut to 60 characters for an error message."""
+    text = repr(value.item() if isinstance(value, np.generic) else value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _check_ids(ids: np.ndarray, source: str, column: str, size: int | None, rows: Iterable | None) -> None:
@@ -211,6 +250,34 @@ def _id_hits(frame: pd.DataFrame, column: str, value: int) -> Iterator[tuple[str
     yield column, frame[column].to_numpy() == value
     if column == "item_id":
         yield "history_item_ids", np.array([value in history for history in frame["history_item_ids"]], dtype=bool)
+
+
+def check_split_relations(frames: dict[str, pd.DataFrame], sources: dict[str, str]) -> None:
+    """Refuse splits that cannot be one split of one data set: an evaluation split most of whose rows repeat rows of
+    train (same user, item and timestamp: the same file given twice), an evaluation split rated entirely before
+    train began (files swapped), or a ``valid_small`` most of whose rows are not rows of ``valid`` (a sample of it)."""
+    columns = ["user_id", "item_id", "timestamp"]
+    keys = {name: pd.MultiIndex.from_frame(frame[columns]) for name, frame in frames.items()}
+    checks = [(name, "train", "repeat rows of", "a rating is in one split only: is a file given twice?")
+              for name in ("valid", "valid_small", "test") if name in keys]
+    if "valid_small" in keys and "valid" in keys:
+        checks.append(("valid_small", "valid", "are not rows of", "valid_small is a sample of valid: another file?"))
+    first_train = frames["train"]["timestamp"].min()
+    for name in ("valid", "valid_small", "test"):
+        if name in frames and frames[name]["timestamp"].max() < first_train:
+            raise ValueError(
+                f"{sources[name]}: every row was rated before the first row of {sources['train']} (latest "
+                f"{frames[name]['timestamp'].max()}, train from {first_train}); are the train and {name} files swapped?"
+            )
+    for name, other, relation, hint in checks:
+        found = keys[name].isin(keys[other])
+        bad = found if relation == "repeat rows of" else ~found
+        if bad.mean() > 0.5:  # a few repeated ratings can be real data; most rows are another file
+            row = frames[name].index[int(np.argmax(bad))]
+            raise ValueError(
+                f"{sources[name]}: {int(bad.sum())} of {len(bad)} rows {relation} {sources[other]} (same user, item "
+                f"and timestamp; e.g. row {row}); {hint}"
+            )
 
 
 def check_one_title_per_item(frames: Mapping[str, pd.DataFrame], sources: Mapping[str, str] | None = None) -> None:

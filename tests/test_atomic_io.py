@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from trainers.atomic_io import staging_dir, staging_file, write_json_atomic, write_text_atomic
+from trainers.atomic_io import require_empty_or_own, staging_dir, staging_file, write_json_atomic, write_text_atomic
 
 
 def leftovers(directory):
@@ -42,3 +42,20 @@ def test_write_text_and_json_atomic(tmp_path):
             temporary.write_text("half")
             raise ValueError("bad")
     assert target.read_text() == "replaced" and leftovers(target.parent) == []
+
+
+def test_a_folder_replaced_whole_must_hold_only_its_own_entries(tmp_path):
+    """Replacing a folder deletes what is in it: a user's file beside an output's files refuses the replacement; a
+    folder written into (a stage's) needs only one entry of its own."""
+    folder = tmp_path / "out"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    (folder / "model.safetensors").write_bytes(b"")
+    require_empty_or_own(folder, ("config.json", "*.safetensors"))  # a previous output of the same kind
+    (folder / "notes.txt").write_text("keep me")
+    with pytest.raises(ValueError, match=r"holds 1 entries this output does not write \(e.g. \['notes.txt'\]\)"):
+        require_empty_or_own(folder, ("config.json", "*.safetensors"))
+    require_empty_or_own(folder, ("config.json", "*.safetensors"), replaced=False)
+    with pytest.raises(ValueError, match=r"holds 3 unrelated entries"):
+        require_empty_or_own(folder, ("stage_complete.json",), replaced=False)
+    assert (folder / "notes.txt").read_text() == "keep me"

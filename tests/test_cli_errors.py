@@ -128,19 +128,21 @@ COLLM_ROW = {"uid": 1, "iid": 2, "label": 1, "timestamp": 0, "his": [0, 3], "his
 
 
 def collm_split(root, name="train", rows=None, **changes):
-    """A two-row CoLLM pickle (labels 1 and 0) with ``changes`` applied to the first row."""
-    rows = rows or [{**COLLM_ROW, **changes}, {**COLLM_ROW, "uid": 2, "label": 0}]
+    """A two-row CoLLM pickle (labels 1 and 0) with ``changes`` applied to the first row; the valid split's rows are
+    rated later than train's (a split never repeats another's ratings)."""
+    base = {**COLLM_ROW, "timestamp": 0 if name == "train" else 10}
+    rows = rows or [{**base, **changes}, {**base, "uid": 2, "label": 0}]
     path = root / f"{name}.pkl"
     pd.DataFrame(rows).to_pickle(path)
     return path
 
 
-def import_argv(root, train=None, out=None, allow=True):
+def import_argv(root, train=None, out=None, allow=True, valid=None, valid_small=None):
     train = train or collm_split(root)
-    valid = collm_split(root, "valid")
+    valid = valid or collm_split(root, "valid")
     out = out or root / "data"
     return ["data", "import-collm", *(["--allow-pickle"] if allow else []), "--train", str(train),
-            "--valid", str(valid), "--valid-small", str(valid), "--out", str(out)]
+            "--valid", str(valid), "--valid-small", str(valid_small or valid), "--out", str(out)]
 
 
 def truncated_pickle(root):
@@ -174,10 +176,13 @@ def a_file(root, name="taken"):
     return path
 
 
-def unrelated_folder(root):
+def unrelated_folder(root, *outputs):
+    """A folder holding a user's ``notes.txt`` (and empty files named ``outputs``, as if beside a cl3mrec output)."""
     path = root / "mine"
     path.mkdir()
     (path / "notes.txt").write_text("keep me")
+    for name in outputs:
+        (path / name).write_text("{}")
     return path
 
 
@@ -199,11 +204,31 @@ DATA_CASES = {
         "history item 3 has a null title"),
     "import, his / his_title lengths differ": (
         lambda r: import_argv(r, train=collm_split(r, his_title=["", "m3", "m4"])), "'his_title' has 3"),
+    "import, null history": (
+        lambda r: import_argv(r, train=collm_split(r, his=None)), "row 0: column 'his' must be a list, found None"),
+    "import, history as a string": (
+        lambda r: import_argv(r, train=collm_split(r, his="0 3")), "column 'his' must be a list, found '0 3'"),
+    "import, fractional history id": (
+        lambda r: import_argv(r, train=collm_split(r, his=[0, 3.7])), "column 'his' holds 3.7, not an integer item id"),
+    "import, --valid is the train file": (
+        lambda r: import_argv(r, valid=collm_split(r)), "[valid]: 2 of 2 rows repeat rows of"),
+    "import, train and valid swapped": (
+        lambda r: import_argv(r, train=collm_split(r, "valid"), valid=collm_split(r)),
+        "are the train and valid files swapped?"),
+    "import, --valid-small not a sample of valid": (
+        lambda r: import_argv(r, valid_small=collm_split(r, "later", rows=[
+            {**COLLM_ROW, "timestamp": 30}, {**COLLM_ROW, "uid": 2, "label": 0, "timestamp": 30}])),
+        "[valid_small]: 2 of 2 rows are not rows of"),
     "import, id 0 (padding)": (lambda r: import_argv(r, train=collm_split(r, iid=0)), "outside the valid range"),
     "import, item id 10^9": (lambda r: import_argv(r, train=collm_split(r, iid=10**9)), "ids must be dense"),
     "import, --out is a file": (lambda r: import_argv(r, out=a_file(r)), "is a file, not a folder"),
     "import, --out under a file": (lambda r: import_argv(r, out=a_file(r) / "data"), "a file is in the way"),
     "import, --out holds unrelated files": (lambda r: import_argv(r, out=unrelated_folder(r)), "unrelated"),
+    "import, --out holds a data set and a user's file": (
+        lambda r: import_argv(r, out=unrelated_folder(r, "stats.json")), "the output replaces the folder whole"),
+    "llm tiny, --out holds a model and a user's file": (
+        lambda r: ["llm", "tiny", "--out", str(unrelated_folder(r, "config.json")), "--arch", "llama"],
+        "1 entries this output does not write (e.g. ['notes.txt'])"),
 }
 
 
@@ -335,6 +360,9 @@ WORKSPACE_CASES = {
     "cf train, --out holds unrelated files": (
         lambda r, w: ["cf", "train", "--config", cf_yaml_for(r), "--data", str(w / "data"), "--out",
                       str(unrelated_folder(r))], "unrelated"),
+    "cf train, --out is an LLM folder": (
+        lambda r, w: ["cf", "train", "--config", cf_yaml_for(r), "--data", str(w / "data"), "--out",
+                      str(copy_model(r, w / "llm"))], "the output replaces the folder whole"),
     # train: config values
     "train, broken YAML": (lambda r, w: train_argv(r, w, "lora_r: [8\n"), "broken YAML at line"),
     "train, quoted number (lora_r: \"8\")": (
@@ -342,6 +370,9 @@ WORKSPACE_CASES = {
     "train, boolean for a number (learning_rate: true)": (
         lambda r, w: train_argv(r, w, "learning_rate: true\n"), "learning_rate must be a number"),
     "train, empty override (lora_r=)": (lambda r, w: train_argv(r, w, "", "lora_r="), "lora_r has no value"),
+    "train, a word for an integer override": (
+        lambda r, w: train_argv(r, w, "", "max_train_samples=abc"),
+        "command-line override: max_train_samples must be an integer, got the string 'abc'; give a whole number"),
     "train, unreadable override": (lambda r, w: train_argv(r, w, "", "lora_r"), "cannot read override"),
     "train, unknown stage": (lambda r, w: train_argv(r, w, "stage: warmup\n"), "stage must be one of"),
     "train, num_train_epochs: -1": (
@@ -365,6 +396,9 @@ WORKSPACE_CASES = {
         lambda r, w: cie_argv(r, w, f"cf_model_dir={w / 'llm'}"), "holds a 'llama' model, expected 'cl3mrec_cf'"),
     "train, placeholder template without cf_model_dir": (
         lambda r, w: train_argv(r, w, "stage: cie\ntemplate: collm_ml1m\n"), "set cf_model_dir"),
+    "train, score fusion on a text-only stage": (
+        lambda r, w: train_argv(r, w, "", "score_fusion=residual", "cf_features=embedding_bias"),
+        "template 'tallrec_ml1m' is text-only (no CF placeholders), so cf_features, score_fusion would change nothing"),
     "train, init_from an unfinished stage": (
         lambda r, w: cie_argv(r, w, f"init_from={unfinished_stage(r)}"), "that stage did not finish"),
     "train, init_from with a corrupt adapter": (
@@ -378,6 +412,15 @@ WORKSPACE_CASES = {
     # evaluate
     "evaluate, string labels": (lambda r, w: evaluate_argv(w, parquet_split(r, "s", label="yes")), "must be 0/1"),
     "evaluate, null title": (lambda r, w: evaluate_argv(w, parquet_split(r, "t", title=None)), "null title"),
+    "evaluate, null history": (
+        lambda r, w: evaluate_argv(w, parquet_split(r, "h", history_item_ids=None)),
+        "row 0: column 'history_item_ids' must be a list, found None"),
+    "evaluate, fractional history id": (
+        lambda r, w: evaluate_argv(w, parquet_split(r, "f", history_item_ids=[3.7])),
+        "column 'history_item_ids' holds 3.7, not an integer item id"),
+    "evaluate, warm flag as a string": (
+        lambda r, w: evaluate_argv(w, parquet_split(r, "w", warm="False")),
+        "row 0: column 'warm' must be true/false, found 'False'"),
     "evaluate, history id outside the model": (
         lambda r, w: evaluate_argv(w, parquet_split(r, "h", history_item_ids=[99])),
         "'history_item_ids' has id 99 outside"),

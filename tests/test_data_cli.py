@@ -53,8 +53,8 @@ def test_import_collm_refuses_pickles_without_flag(tmp_path):
          "his": [[0], [0, 1], [0], [0, 2]], "his_title": [[""], ["", "A"], [""], ["", "B"]],
          "title": ["A", "B", "B", "A"], "flag": -1.0, "not_cold": 1}
     )
-    for name in ("train", "valid"):
-        collm.to_pickle(tmp_path / f"{name}.pkl")
+    collm.to_pickle(tmp_path / "train.pkl")
+    collm.assign(timestamp=collm["timestamp"] + 10).to_pickle(tmp_path / "valid.pkl")  # later ratings
     argv = ["data", "import-collm", "--train", str(tmp_path / "train.pkl"), "--valid", str(tmp_path / "valid.pkl"),
             "--valid-small", str(tmp_path / "valid.pkl"), "--out", str(tmp_path / "out")]
     with pytest.raises(ValueError, match="--allow-pickle"):

@@ -124,3 +124,15 @@ def test_bad_dataset_dirs(tmp_path):
         save_dataset_dict({"train": frame(), "dev": frame()}, tmp_path / "dev", source="unit")
     with pytest.raises(ValueError, match=r"unit \[valid\]: column 'label' has a single class"):
         save_dataset_dict({"train": frame(), "valid": frame(labels=(0, 0, 0, 0))}, tmp_path / "one", source="unit")
+
+
+def test_float_labels_0_and_1_pass_and_the_bad_value_is_the_one_named():
+    """0.0 / 1.0 are labels (pandas turns int columns with gaps into floats); a 0.5 is named at its own row."""
+    from data_scripts.schema import validate_frame
+
+    rows = [{"user_id": 1, "item_id": 2, "label": label, "timestamp": 0, "history_item_ids": [3],
+             "history_titles": ["m3"], "title": "m2", "user_warm": True, "item_warm": True, "warm": True}
+            for label in (1.0, 0.0, 1.0, 0.5)]
+    validate_frame(pd.DataFrame(rows[:3]), "ok.parquet")
+    with pytest.raises(ValueError, match=r"bad.parquet: column 'label' must be 0/1, found 0.5 at row 3"):
+        validate_frame(pd.DataFrame(rows), "bad.parquet")

@@ -14,12 +14,15 @@ from trainers.cli import main
 COLLM_ROW = {"uid": 1, "iid": 2, "label": 1, "timestamp": 0, "his": [0, 3], "his_title": ["", "m3"], "title": "m2",
              "flag": -1, "not_cold": 1}
 
+SPLIT_TIMES = {"train": 0, "valid": 10, "valid_small": 10, "test": 20}
 REVIEW = b'{"reviewerID": "u", "asin": "a", "overall": 5.0, "unixReviewTime": 1500000000}\n'
 
 
 def collm_split(root, name, **changes):
-    """A two-row CoLLM pickle (labels 1 and 0, index labels 10 and 11) with ``changes`` applied to the second row."""
-    rows = [COLLM_ROW, {**COLLM_ROW, "uid": 2, "label": 0, **changes}]
+    """A two-row CoLLM pickle (labels 1 and 0, index labels 10 and 11) with ``changes`` applied to the second row;
+    each split's rows are rated at a time of their own (a split never repeats another's ratings)."""
+    first = {**COLLM_ROW, "timestamp": SPLIT_TIMES[name]}
+    rows = [first, {**first, "uid": 2, "label": 0, **changes}]
     path = root / f"{name}.pkl"
     pd.DataFrame(rows, index=[10, 11]).to_pickle(path)
     return path

@@ -221,6 +221,10 @@ def test_push_refuses_incomplete_dir_before_any_request(model_dir, tmp_path):
     assert hub.requests == []
 
 
+def truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[:40])
+
+
 @pytest.mark.parametrize(
     ("damage", "message"),
     [
@@ -230,12 +234,13 @@ def test_push_refuses_incomplete_dir_before_any_request(model_dir, tmp_path):
         (lambda path: (path / "modeling_cl3mrec.py").unlink(), "modeling_cl3mrec.py is missing"),
         (lambda path: (path / "processor_config.json").unlink(), "no processor_config.json"),
         (lambda path: (path / "pipeline_cl3mrec.py").unlink(), r"custom_pipelines\['cl3mrec-scoring'\].*pipeline_cl3"),
+        (lambda path: truncate(path / "model.safetensors"), "model.safetensors: corrupt or truncated safetensors"),
     ],
 )
 def test_validate_model_dir_names_what_is_missing(model_dir, damage, message):
     validate_model_dir(model_dir)
     damage(model_dir)
-    with pytest.raises(FileNotFoundError, match=message):
+    with pytest.raises((FileNotFoundError, ValueError), match=message):  # missing, or there but broken
         validate_model_dir(model_dir)
 
 

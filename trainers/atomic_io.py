@@ -109,14 +109,17 @@ def remove_stale_staging(target) -> None:
                 sibling.unlink(missing_ok=True)
 
 
-def require_empty_or_own(out_dir, own_patterns, field: str = "--out") -> None:
-    """Refuse to write into an existing, non-empty folder that holds nothing cl3mrec writes there.
+def require_empty_or_own(out_dir, own_patterns, field: str = "--out", *, replaced: bool = True) -> None:
+    """Refuse to write into an existing, non-empty folder whose entries are not what this output holds.
 
-    ``own_patterns`` are ``fnmatch`` patterns of the names a cl3mrec output holds (``stats.json``,
-    ``checkpoint-*``, ...). A file in place of the folder is refused too.
+    ``own_patterns`` are ``fnmatch`` patterns of the names the output holds (``stats.json``, ``checkpoint-*``, ...).
+    ``replaced``: the output replaces the folder whole, so every entry must be one of its own (anything else —
+    a user's files, another kind of cl3mrec output — would be deleted). Otherwise (a stage folder that training
+    writes into and resumes from) one entry of its own is enough, so that outputs never mix with unrelated
+    files. A file in place of the folder is refused too.
 
     Raises:
-        ValueError: naming the folder, a few of its entries and the fix.
+        ValueError: naming the folder, a few of the entries that are not its own and the fix.
     """
     out_dir = Path(out_dir)
     if not out_dir.exists():
@@ -124,10 +127,16 @@ def require_empty_or_own(out_dir, own_patterns, field: str = "--out") -> None:
     if not out_dir.is_dir():
         raise ValueError(f"{field}={out_dir}: is a file, not a folder; choose a folder path")
     names = sorted(entry.name for entry in out_dir.iterdir())
-    if names and not any(fnmatch.fnmatch(name, pattern) for name in names for pattern in own_patterns):
+    foreign = [name for name in names if not any(fnmatch.fnmatch(name, pattern) for pattern in own_patterns)]
+    if names and len(foreign) == len(names):
         raise ValueError(
             f"{field}={out_dir}: folder holds {len(names)} unrelated entries (e.g. {names[:3]}) and no cl3mrec "
             "output; choose a new or empty folder so outputs do not mix"
+        )
+    if replaced and foreign:
+        raise ValueError(
+            f"{field}={out_dir}: folder holds {len(foreign)} entries this output does not write (e.g. "
+            f"{foreign[:3]}), and the output replaces the folder whole; choose a new or empty folder"
         )
 
 

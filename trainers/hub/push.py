@@ -17,6 +17,7 @@ from huggingface_hub.utils import filter_repo_objects, validate_repo_id
 from huggingface_hub.utils._paths import DEFAULT_IGNORE_PATTERNS
 
 from ..atomic_io import write_text_atomic
+from ..model_dirs import check_weights
 from .model_card import public_model_name, render_model_card
 
 logger = logging.getLogger(__name__)
@@ -57,7 +58,7 @@ def validate_model_dir(model_dir: Path) -> dict:
 
     Raises:
         FileNotFoundError: the directory or a required file is missing (the message names it).
-        ValueError: ``config.json`` is not a JSON object.
+        ValueError: ``config.json`` is not a JSON object, or a safetensors file is truncated or corrupt.
     """
     if not model_dir.is_dir():
         raise FileNotFoundError(f"model directory {model_dir} does not exist")
@@ -69,6 +70,7 @@ def validate_model_dir(model_dir: Path) -> dict:
         raise ValueError(f"{config_path} must hold a JSON object")
     if not any(next(model_dir.glob(pattern), None) for pattern in WEIGHT_GLOBS):
         raise FileNotFoundError(f"{model_dir} has no weights (expected one of {', '.join(WEIGHT_GLOBS)})")
+    check_weights(model_dir, "--model")  # a truncated or corrupt safetensors file is never uploaded
     if config.get("model_type") == "cl3mrec":
         if not (model_dir / "tokenizer_config.json").is_file() or not any(
             (model_dir / name).is_file() for name in TOKENIZER_FILES

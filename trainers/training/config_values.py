@@ -89,7 +89,8 @@ def checked_value(key: str, value, annotation, source: str):
         except ValueError:
             raise ValueError(f"{source}: {key} must be a number, got {value!r}") from None
     if isinstance(value, str) and int in kinds and str not in kinds:
-        raise ValueError(f"{source}: {key} must be an integer, got the string {value!r}; write it without quotes")
+        hint = "write it without quotes" if value.strip().lstrip("+-").isdigit() else "give a whole number"
+        raise ValueError(f"{source}: {key} must be an integer, got the string {value!r}; {hint}")
     if isinstance(value, (int, float)) and str in kinds:
         return str(value)
     if type(value) in kinds or any(isinstance(value, kind) for kind in kinds if kind is not type(None)):

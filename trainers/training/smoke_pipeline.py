@@ -143,7 +143,7 @@ def run_pipeline(config_path: str, out_dir: str | None = None) -> dict:
         stages.append((name, parse_config(values, source=f"{config_path}, stage {name!r}")))
         previous = values["output_dir"]
     own = ("data", "cf", "llm", "cache", "pipeline_results.json", *(name for name, _ in stages))
-    require_empty_or_own(out_dir, own, field=f"{config_path}: out_dir")  # outputs never mix with the user's files
+    require_empty_or_own(out_dir, own, field=f"{config_path}: out_dir", replaced=False)  # never mixed with others
     state = stages[0][1][2].distributed_state
     results = {"cf": None, "stages": {}}
     if state.is_main_process:

@@ -7,6 +7,7 @@ added, and the export merges the trained adapter into the LLM reloaded unquantiz
 into 4-bit weights.
 """
 
+import dataclasses
 import logging
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from ..llm_loading import add_lora, build_cl3mrec
 from ..model_dirs import CF_MODEL_TYPE, require_model_dir
 from ..prompt_templates import load_template
 from ..run_state import require_stage_complete
+from .training_args import ModelArguments
 
 logger = logging.getLogger(__name__)
 
@@ -54,13 +56,12 @@ def load_stage_adapter(peft_model, init_from: str) -> None:
     logger.info("loaded %d adapter tensors from %s (%d kept from this model)", len(state), init_from, len(set(current) - set(state)))
 
 
+CF_GLUE_FIELDS = ("cf_features", "score_fusion", "alignment_dim")
+
+
 def cf_glue(model_args) -> dict:
     """The `CL3MRecConfig` fields that decide how CF knowledge enters the model (placeholder templates only)."""
-    return {
-        "cf_features": model_args.cf_features,
-        "score_fusion": model_args.score_fusion,
-        "alignment_dim": model_args.alignment_dim,
-    }
+    return {name: getattr(model_args, name) for name in CF_GLUE_FIELDS}
 
 
 def stage_cl3mrec(model_args, template: str, with_ids: bool, quantization: str):
@@ -144,6 +145,13 @@ def build_stage_model(model_args, args, template: str, with_ids: bool, data_stat
             check_cf_id_space(cf_config, model_args.cf_model_dir, data_stats)
     if model_args.use_history_embeddings and not with_ids:
         logger.warning("template %r is text-only: use_history_embeddings is ignored", model_args.template)
+    defaults = {field.name: field.default for field in dataclasses.fields(ModelArguments)}
+    set_glue = [name for name in CF_GLUE_FIELDS if getattr(model_args, name, defaults[name]) != defaults[name]]
+    if set_glue and not with_ids:
+        raise ValueError(
+            f"template {model_args.template!r} is text-only (no CF placeholders), so {', '.join(set_glue)} would "
+            "change nothing; set them on a stage with a placeholder template (stage cie), or drop them"
+        )
     model, tokenizer = stage_cl3mrec(model_args, template, with_ids, model_args.quantization)
     if model_args.quantization != "none":
         prepare_quantized_llm(model, args.activation_checkpointing, args.activation_checkpointing_kwargs)

@@ -16,7 +16,7 @@ from accelerate import PartialState
 from ..atomic_io import require_empty_or_own, staging_dir, write_json_atomic, write_npy_atomic
 from ..hub.model_card import write_model_card
 from ..inference.metrics import ranking_report
-from ..llm_loading import is_quantized, save_merged
+from ..llm_loading import TOKENIZER_FILE_PATTERNS, is_quantized, save_merged
 from ..run_state import checkpoint_is_complete, clear_stage_complete, mark_stage_complete, newest_complete_checkpoint
 from .stage_model import unquantized_copy
 from .stage_plots import PLOTS_DIR, write_stage_plots
@@ -31,7 +31,11 @@ STAGE_OUTPUT_FILES = (
     "stage_complete.json", "checkpoint-*", "trainer_state.json", "*_results.json", "adapter_*", "training_args.bin",
     "eval_*.npy", "merged", "training_summary.json", "runs", PLOTS_DIR,
 )
-EXPORT_FILES = ("config.json", "*.safetensors", "eval_results.json", "training_summary.json")  # a merged model
+# What a merged model (an export) holds: model, code, processor + tokenizer, records, card and its plots.
+EXPORT_FILES = (
+    "config.json", "*.safetensors", "*.py", "processor_config.json", *TOKENIZER_FILE_PATTERNS, "eval_results.json",
+    "training_summary.json", "README.md", PLOTS_DIR, "reload_scores.npy",
+)
 
 
 @contextlib.contextmanager
@@ -82,7 +86,7 @@ def run_stage(model_args, data_args, args) -> dict:
     ``eval_rows.npy`` of the split, in order), the training curves and AUC / UAUC bars to ``<output_dir>/plots/``
     (:mod:`trainers.training.stage_plots`). The final eval metrics are also logged (``trainer.log``), so every
     ``report_to`` tracker receives them."""
-    require_empty_or_own(args.output_dir, STAGE_OUTPUT_FILES, "output_dir")
+    require_empty_or_own(args.output_dir, STAGE_OUTPUT_FILES, "output_dir", replaced=False)  # trained into, resumed
     if args.export_dir:  # replaced whole by the export
         require_empty_or_own(args.export_dir, EXPORT_FILES, "export_dir")
     if args.compile_train or args.compile_eval:

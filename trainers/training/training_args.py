@@ -370,8 +370,13 @@ def parse_config(
     else:
         source = str(config)
         values = load_stage_config(config)
-    values.update(overrides if isinstance(overrides, dict) else parse_overrides(overrides or []))
+    overrides = overrides if isinstance(overrides, dict) else parse_overrides(overrides or [])
     known = {name: f for cls in ARGUMENT_CLASSES for name, f in cls.__dataclass_fields__.items()}
     refuse_unknown(values, known, source)
-    values = checked_values(values, ARGUMENT_CLASSES, source)  # parse_dict converts nothing: wrong types named here
+    refuse_unknown(overrides, known, "command-line override")
+    # parse_dict converts nothing: wrong types are named here, with where the value came from
+    values = {
+        **checked_values(values, ARGUMENT_CLASSES, source),
+        **checked_values(overrides, ARGUMENT_CLASSES, "command-line override"),
+    }
     return HfArgumentParser(ARGUMENT_CLASSES).parse_dict(values)
