@@ -1,6 +1,7 @@
 """build_cl3mrec / add_lora / export_merged and the tiny LLM builder."""
 
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -88,3 +89,20 @@ def test_cli_tiny(tmp_path):
     assert args.func(args) == 0
     model, tokenizer = build_cl3mrec(tmp_path / "tiny")
     assert model.config.text_config.model_type == "qwen2" and model.config.text_config.hidden_size == 64
+
+
+SHARED_ML1M = Path(__file__).resolve().parents[2] / "shared" / "data" / "ml-1m"
+
+
+@pytest.mark.skipif(not SHARED_ML1M.is_dir(), reason="shared ML-1M CoLLM files not present")
+def test_the_tiny_tokenizer_keeps_the_answer_words_whole_on_ml1m_titles():
+    """ML-1M's titles (as `llm tiny --texts-from` reads them: one per row) used to out-vote the answer words in BPE's
+    merges ("'Yes' is not a single token")."""
+    import pandas as pd
+
+    from trainers.tiny_llm import build_tiny_tokenizer
+
+    titles = pd.read_pickle(SHARED_ML1M / "valid_small_ood2.pkl")["title"].tolist() * 8  # ~ the rows of all splits
+    tokenizer = build_tiny_tokenizer(titles)
+    for text in ("Yes", " Yes", "No", " No"):
+        assert len(tokenizer(text, add_special_tokens=False)["input_ids"]) == 1

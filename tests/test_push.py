@@ -221,6 +221,14 @@ def test_push_refuses_incomplete_dir_before_any_request(model_dir, tmp_path):
     assert hub.requests == []
 
 
+def test_a_stage_folder_is_pointed_to_its_export(model_dir, tmp_path):
+    stage = tmp_path / "stage"
+    stage.mkdir()
+    model_dir.rename(stage / "merged")
+    with pytest.raises(FileNotFoundError, match=f"{stage} is a training stage's folder: push its export, {stage}/"):
+        validate_model_dir(stage)
+
+
 def truncate(path: Path) -> None:
     path.write_bytes(path.read_bytes()[:40])
 

@@ -67,6 +67,10 @@ def test_a_bad_seed_or_reload_tolerance_is_refused_before_the_pipeline_runs(fiel
         ({"llm": {"arhc": "qwen2"}}, "llm: unknown key(s) ['arhc']"),
         ({"cf": {"model": 5}}, "cf.model must be a mapping, got 5"),
         ({"defaults": {"lora_rr": 3}}, "stage 'lora': unknown argument(s) ['lora_rr'] ('lora_rr': did you mean"),
+        ({"llm": {"arch": "gpt2"}}, "llm.arch must be one of ['llama', 'qwen2'], got 'gpt2'"),
+        ({"stages": [{"stage": "lora"}, {"stage": "lora"}]},
+         "stage 2 would write into out_dir/lora, another stage's folder; give it a `name:` of its own"),
+        ({"stages": [{"stage": "lora", "name": "cf"}]}, "stage 1 would write into out_dir/cf, the pipeline's own"),
     ],
 )
 def test_a_badly_shaped_pipeline_config_is_refused_before_any_work(changes, expected, tmp_path, caplog):

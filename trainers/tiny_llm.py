@@ -31,8 +31,10 @@ DEFAULT_TEXTS = (
 
 def build_tiny_tokenizer(texts: Iterable[str], vocab_size: int = 512) -> PreTrainedTokenizerFast:
     """Train a byte-level BPE tokenizer on `texts` (+ answer words); special tokens as in `SPECIAL_TOKENS`."""
-    answers = [" ".join(ANSWER_WORDS * 4) + f' "{ANSWER_WORDS[0]}" or "{ANSWER_WORDS[1]}"'] * 200
-    corpus = list(texts) + answers
+    texts = list(texts)
+    # Frequent enough that BPE merges the answer words into single tokens whatever the corpus (ML-1M's titles too).
+    answers = [" ".join(ANSWER_WORDS * 4) + f' "{ANSWER_WORDS[0]}" or "{ANSWER_WORDS[1]}"'] * max(200, 2 * len(texts))
+    corpus = texts + answers
     backend = Tokenizer(models.BPE())
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     backend.decoder = decoders.ByteLevel()

@@ -64,6 +64,9 @@ def validate_model_dir(model_dir: Path) -> dict:
         raise FileNotFoundError(f"model directory {model_dir} does not exist")
     config_path = model_dir / "config.json"
     if not config_path.is_file():
+        if (model_dir / "merged" / "config.json").is_file():
+            export = model_dir / "merged"
+            raise FileNotFoundError(f"{model_dir} is a training stage's folder: push its export, {export}")
         raise FileNotFoundError(f"{model_dir} has no config.json: save the model with save_pretrained first")
     config = json.loads(config_path.read_text(encoding="utf-8"))
     if not isinstance(config, dict):

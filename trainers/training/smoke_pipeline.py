@@ -17,6 +17,7 @@ from data_scripts.synthetic import COUNT_FIELDS
 
 from ..atomic_io import require_empty_or_own, write_json_atomic
 from ..cf_training import checked_cf_fields
+from ..tiny_llm import ARCHS
 from .config_values import checked_value, load_yaml_file, refuse_unknown
 from .stage_run import run_stage
 from .training_args import parse_config
@@ -35,6 +36,7 @@ np.save(out, np.array([result["score"] for result in recommender(records, batch_
 """
 logger = logging.getLogger(__name__)
 DEFAULT_CF_MODEL = {"encoder_type": "mf", "hidden_size": 16}
+RESERVED_NAMES = ("data", "cf", "llm", "cache", "pipeline_results.json")  # what out_dir holds besides the stages
 SECTION_KEYS = {"data": set(COUNT_FIELDS), "cf": {"model", "train"}, "llm": {"arch"}}  # data: generate_synthetic
 PIPELINE_KEYS = {"out_dir", "seed", "data", "cf", "llm", "defaults", "stages", "reload_atol"}
 
@@ -89,6 +91,17 @@ def check_sections(spec: dict, config_path) -> None:
         if not isinstance(value, dict):
             raise ValueError(f"{config_path}: cf.{key} must be a mapping, got {value!r}")
     checked_cf_fields(dict(model_fields), dict(train_args), f"{config_path}: cf")
+    arch = spec.get("llm", {}).get("arch", "llama")
+    if arch not in ARCHS:
+        raise ValueError(f"{config_path}: llm.arch must be one of {list(ARCHS)}, got {arch!r}")
+    names = [stage.get("name", stage.get("stage", f"stage{index}")) for index, stage in enumerate(stages)]
+    for index, name in enumerate(names):
+        if name in RESERVED_NAMES or name in names[:index]:
+            taken = "the pipeline's own" if name in RESERVED_NAMES else "another stage's"
+            raise ValueError(
+                f"{config_path}: stage {index + 1} would write into out_dir/{name}, {taken} folder; give it a "
+                "`name:` of its own"
+            )
 
 
 def read_seed_and_tolerance(spec: dict, config_path) -> tuple[int, float]:
@@ -142,7 +155,7 @@ def run_pipeline(config_path: str, out_dir: str | None = None) -> dict:
         }
         stages.append((name, parse_config(values, source=f"{config_path}, stage {name!r}")))
         previous = values["output_dir"]
-    own = ("data", "cf", "llm", "cache", "pipeline_results.json", *(name for name, _ in stages))
+    own = (*RESERVED_NAMES, *(name for name, _ in stages))
     require_empty_or_own(out_dir, own, field=f"{config_path}: out_dir", replaced=False)  # never mixed with others
     state = stages[0][1][2].distributed_state
     results = {"cf": None, "stages": {}}
