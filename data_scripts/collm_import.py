@@ -55,7 +55,7 @@ def read_collm_pickle(path: str | Path, allow_pickle: bool = False) -> pd.DataFr
 
 def _strip_padding(ids, titles, source: str, row) -> tuple[list[int], list[str]]:
     """Drop CoLLM's leading padding entry (id 0) from a history; raise on a real length mismatch."""
-    raw_ids = history_ids(ids, source, "his", row)
+    raw_ids = history_ids(ids, source, "his", row).tolist()
     titles = history_list(titles, source, "his_title", row)
     raw_titles = [t if is_null(t) else str(t) for t in titles]  # nulls stay null: validate_frame names them
     ids, titles = raw_ids, raw_titles

@@ -87,8 +87,9 @@ def validate_frame(
             f"{source}: row {frame.index[position]}: item {frame['item_id'].iloc[position]} has a null title; "
             "fill in its title or drop the row"
         )
+    histories = []  # each row's history ids, int64: checked once, then range-checked all together below
     for row, ids, titles in zip(frame.index, frame["history_item_ids"], frame["history_titles"]):
-        ids = history_ids(ids, source, "history_item_ids", row)
+        histories.append(history_ids(ids, source, "history_item_ids", row))
         titles = history_list(titles, source, "history_titles", row)
         if len(ids) != len(titles):
             raise ValueError(
@@ -102,7 +103,7 @@ def validate_frame(
                     raise ValueError(
                         f"{source}: row {row}: history item {item} has a null title; fill in its title or drop the row"
                     )
-    flat = np.concatenate([np.zeros(0, np.int64)] + [np.asarray(ids, dtype=np.int64) for ids in frame["history_item_ids"]])
+    flat = np.concatenate([np.zeros(0, np.int64), *histories])
     if flat.size:
         _check_ids(flat, source, "history_item_ids", num_items, rows=None)
     for column in ("user_warm", "item_warm", "warm"):
@@ -127,24 +128,32 @@ def is_binary_label(value) -> bool:
     return isinstance(value, (int, np.integer, bool, np.bool_, float, np.floating)) and value in (0, 1)
 
 
-def history_list(value, source: str, column: str, row) -> list:
-    """One row's history (``column``) as a list; raise naming the row and column when it is not a list."""
+def history_list(value, source: str, column: str, row):
+    """One row's history (``column``), checked to be a list (or array); raise naming the row and column when it is
+    a null, a string or a scalar."""
     if value is None or isinstance(value, (str, bytes)) or not hasattr(value, "__len__"):
         raise ValueError(
             f"{source}: row {row}: column '{column}' must be a list, found {_short(value)}; "
             "an empty history is an empty list"
         )
-    return list(value)
+    return value
 
 
-def history_ids(value, source: str, column: str, row) -> list[int]:
-    """One row's history item ids (``column``) as ints; raise naming the row, column and value when the history is
-    not a list or an entry is not an integer (a float id such as 1652.7 is refused, never truncated)."""
-    values = history_list(value, source, column, row)
-    for item in values:
-        if not isinstance(item, (int, np.integer)) or isinstance(item, (bool, np.bool_)):
-            raise ValueError(f"{source}: row {row}: column '{column}' holds {_short(item)}, not an integer item id")
-    return [int(item) for item in values]
+def history_ids(value, source: str, column: str, row) -> np.ndarray:
+    """One row's history item ids (``column``) as int64 `[n]`; raise naming the row, column and value when the
+    history is not a list or an entry is not an integer (a float id such as 1652.7 is refused, never truncated; a
+    boolean is refused too)."""
+    value = history_list(value, source, column, row)
+    try:
+        ids = np.asarray(value)
+    except ValueError:  # ragged: some entries are lists themselves
+        ids = np.asarray(value, dtype=object)
+    # numpy reads [True, 3] as integers: Python lists are looked at for booleans too (arrays carry their dtype)
+    flags = {bool, np.bool_} & set(map(type, value)) if not isinstance(value, np.ndarray) else set()
+    if len(ids) and (ids.dtype.kind not in "iu" or flags):
+        bad = next(item for item in value if type(item) in (bool, np.bool_) or not isinstance(item, (int, np.integer)))
+        raise ValueError(f"{source}: row {row}: column '{column}' holds {_short(bad)}, not an integer item id")
+    return ids.astype(np.int64, copy=False)
 
 
 def _check_flags(values: pd.Series, source: str, column: str) -> None:
@@ -253,31 +262,33 @@ def _id_hits(frame: pd.DataFrame, column: str, value: int) -> Iterator[tuple[str
 
 
 def check_split_relations(frames: dict[str, pd.DataFrame], sources: dict[str, str]) -> None:
-    """Refuse splits that cannot be one split of one data set: an evaluation split most of whose rows repeat rows of
-    train (same user, item and timestamp: the same file given twice), an evaluation split rated entirely before
-    train began (files swapped), or a ``valid_small`` most of whose rows are not rows of ``valid`` (a sample of it)."""
+    """Refuse splits that cannot be one split of one data set: an evaluation split rated entirely before train began
+    (files swapped), one most of whose rows repeat rows of train (same user, item and timestamp: the same file given
+    twice), or a ``valid_small`` most of whose rows are not rows of ``valid`` (it is a sample of valid)."""
     columns = ["user_id", "item_id", "timestamp"]
     keys = {name: pd.MultiIndex.from_frame(frame[columns]) for name, frame in frames.items()}
-    checks = [(name, "train", "repeat rows of", "a rating is in one split only: is a file given twice?")
-              for name in ("valid", "valid_small", "test") if name in keys]
-    if "valid_small" in keys and "valid" in keys:
-        checks.append(("valid_small", "valid", "are not rows of", "valid_small is a sample of valid: another file?"))
     first_train = frames["train"]["timestamp"].min()
-    for name in ("valid", "valid_small", "test"):
-        if name in frames and frames[name]["timestamp"].max() < first_train:
+    for name in [name for name in ("valid", "valid_small", "test") if name in frames]:
+        latest = frames[name]["timestamp"].max()
+        if latest < first_train:
             raise ValueError(
-                f"{sources[name]}: every row was rated before the first row of {sources['train']} (latest "
-                f"{frames[name]['timestamp'].max()}, train from {first_train}); are the train and {name} files swapped?"
+                f"{sources[name]}: every row was rated before the first row of {sources['train']} (latest {latest}, "
+                f"train from {first_train}); are the train and {name} files swapped?"
             )
-    for name, other, relation, hint in checks:
-        found = keys[name].isin(keys[other])
-        bad = found if relation == "repeat rows of" else ~found
-        if bad.mean() > 0.5:  # a few repeated ratings can be real data; most rows are another file
-            row = frames[name].index[int(np.argmax(bad))]
-            raise ValueError(
-                f"{sources[name]}: {int(bad.sum())} of {len(bad)} rows {relation} {sources[other]} (same user, item "
-                f"and timestamp; e.g. row {row}); {hint}"
-            )
+        _refuse_most(frames[name], keys[name].isin(keys["train"]), sources[name], f"repeat rows of {sources['train']}",
+                     "a rating is in one split only: is a file given twice?")
+    if "valid_small" in frames and "valid" in frames:
+        _refuse_most(frames["valid_small"], ~keys["valid_small"].isin(keys["valid"]), sources["valid_small"],
+                     f"are not rows of {sources['valid']}", "valid_small is a sample of valid: another file?")
+
+
+def _refuse_most(frame: pd.DataFrame, bad: np.ndarray, source: str, relation: str, hint: str) -> None:
+    """Raise when more than half of ``frame``'s rows are ``bad`` (a few can be real data; most are another file)."""
+    if bad.mean() > 0.5:
+        raise ValueError(
+            f"{source}: {int(bad.sum())} of {len(bad)} rows {relation} (same user, item and timestamp; e.g. row "
+            f"{frame.index[int(np.argmax(bad))]}); {hint}"
+        )
 
 
 def check_one_title_per_item(frames: Mapping[str, pd.DataFrame], sources: Mapping[str, str] | None = None) -> None:

@@ -1,7 +1,9 @@
 """Schema validation and split-file loading: every bad input raises a ValueError naming the problem."""
 
 import json
+import re
 
+import numpy as np
 import pandas as pd
 import pytest
 from datasets import Dataset
@@ -136,3 +138,15 @@ def test_float_labels_0_and_1_pass_and_the_bad_value_is_the_one_named():
     validate_frame(pd.DataFrame(rows[:3]), "ok.parquet")
     with pytest.raises(ValueError, match=r"bad.parquet: column 'label' must be 0/1, found 0.5 at row 3"):
         validate_frame(pd.DataFrame(rows), "bad.parquet")
+
+
+@pytest.mark.parametrize(
+    ("history", "found"), [([3, True], "True"), ([3, [4]], "[4]"), ([3, "4"], "'4'"), ([3, None], "None")]
+)
+def test_history_ids_name_the_first_entry_that_is_not_an_integer_id(history, found):
+    from data_scripts.schema import history_ids
+
+    with pytest.raises(ValueError, match=rf"^f: row 7: column 'his' holds {re.escape(found)}, not an integer item id"):
+        history_ids(history, "f", "his", 7)
+    assert history_ids(np.array([3, 4]), "f", "his", 7).tolist() == [3, 4]
+    assert history_ids([], "f", "his", 7).dtype == np.int64

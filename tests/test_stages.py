@@ -177,6 +177,16 @@ def test_parse_config_yaml_overrides_and_unknown_keys(tmp_path):
         parse_config(config, ["lora_rank=4"])
 
 
+def test_an_override_replaces_a_bad_yaml_value_and_its_own_errors_name_the_command_line(tmp_path):
+    config = tmp_path / "stage.yaml"
+    config.write_text('llm_path: llm\ndata_dir: data\noutput_dir: out\nuse_cpu: true\nlora_r: "8"\n')
+    with pytest.raises(ValueError, match=f"{config}: lora_r must be an integer, got the string '8'"):
+        parse_config(config)
+    assert parse_config(config, ["lora_r=4"])[2].lora_r == 4  # the file's value is replaced, not read
+    with pytest.raises(ValueError, match="^command-line override: lora_r must be an integer, got the string 'x'"):
+        parse_config(config, ["lora_r=x"])
+
+
 def test_parse_config_gives_yaml_no_back_to_string_fields():
     values = {"llm_path": "l", "data_dir": "d", "output_dir": "o", "use_cpu": True}
     _, _, args = parse_config({**values, "save_strategy": False}, ["eval_strategy=no", "resume_from_checkpoint=true"])

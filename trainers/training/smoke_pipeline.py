@@ -71,6 +71,11 @@ def prepare_pipeline_inputs(spec: dict, out_dir: Path, seed: int) -> dict:
     return {"valid_small_auc": summary["valid_small"]["auc"], "valid_small_uauc": summary["valid_small"]["uauc"]}
 
 
+def stage_name(index: int, stage_spec: dict) -> str:
+    """The folder under ``out_dir`` that stage ``index`` writes: its ``name``, else its ``stage``."""
+    return stage_spec.get("name", stage_spec.get("stage", f"stage{index}"))
+
+
 def check_sections(spec: dict, config_path) -> None:
     """Refuse a pipeline config whose sections have the wrong shape: ``stages`` a non-empty list of mappings,
     ``data`` / ``cf`` / ``llm`` / ``defaults`` mappings with known keys only (``data`` without ``seed``: the top-level
@@ -94,7 +99,7 @@ def check_sections(spec: dict, config_path) -> None:
     arch = spec.get("llm", {}).get("arch", "llama")
     if arch not in ARCHS:
         raise ValueError(f"{config_path}: llm.arch must be one of {list(ARCHS)}, got {arch!r}")
-    names = [stage.get("name", stage.get("stage", f"stage{index}")) for index, stage in enumerate(stages)]
+    names = [stage_name(index, stage) for index, stage in enumerate(stages)]
     for index, name in enumerate(names):
         if name in RESERVED_NAMES or name in names[:index]:
             taken = "the pipeline's own" if name in RESERVED_NAMES else "another stage's"
@@ -139,8 +144,8 @@ def run_pipeline(config_path: str, out_dir: str | None = None) -> dict:
     # included), so it must exist before PartialState() is asked which process is the main one.
     stages, previous = [], None
     for index, stage_spec in enumerate(spec["stages"]):
-        stage_spec = dict(stage_spec)
-        name = stage_spec.pop("name", stage_spec.get("stage", f"stage{index}"))
+        name = stage_name(index, stage_spec)
+        stage_spec = {key: value for key, value in stage_spec.items() if key != "name"}
         values = {
             "seed": seed,
             "llm_path": str(out_dir / "llm"),

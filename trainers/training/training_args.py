@@ -374,9 +374,11 @@ def parse_config(
     known = {name: f for cls in ARGUMENT_CLASSES for name, f in cls.__dataclass_fields__.items()}
     refuse_unknown(values, known, source)
     refuse_unknown(overrides, known, "command-line override")
-    # parse_dict converts nothing: wrong types are named here, with where the value came from
+    # parse_dict converts nothing: wrong types are named here, with where the value came from (an overridden value
+    # of the file is not read)
+    kept = {key: value for key, value in values.items() if key not in overrides}
     values = {
-        **checked_values(values, ARGUMENT_CLASSES, source),
+        **checked_values(kept, ARGUMENT_CLASSES, source),
         **checked_values(overrides, ARGUMENT_CLASSES, "command-line override"),
     }
     return HfArgumentParser(ARGUMENT_CLASSES).parse_dict(values)
